@@ -1,0 +1,119 @@
+"""What launch.py does with its arguments: config layers, run directory, dispatch to a system."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import logging
+from pathlib import Path
+
+from gen3d.config import build_config, read_yaml, resolve_config_path
+from gen3d.errors import UserError
+from gen3d.utils.rundir import check_writable, new_run_dir, slugify
+
+# system name -> (config dataclass, run function, validate function or None), as "module:attr"
+SYSTEMS = {
+    "dreamfusion": ("gen3d.systems.text3d:Text3DConfig", "gen3d.systems.runner:run_text3d",
+                    "gen3d.systems.text3d:validate"),
+    "builtin-prior": ("gen3d.prior.train:PriorTrainConfig", "gen3d.prior.train:main", None),
+}
+
+# command-line flag -> config key (applied only when the config has that key)
+FLAG_KEYS = {"prompt": "prompt", "model": "model", "seed": "seed", "steps": "trainer.max_steps",
+             "output": "output", "device": "device", "video": "video", "edit": "edit", "control": "control",
+             "frames": "frames", "stride": "stride", "start": "start", "size": "size"}
+
+
+def _load(ref: str):
+    module, attr = ref.split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def _has_key(schema, dotted: str) -> bool:
+    node = schema
+    for part in dotted.split("."):
+        if not dataclasses.is_dataclass(node) or part not in {f.name for f in dataclasses.fields(node)}:
+            return False
+        node = getattr(node, part)
+    return True
+
+
+def _flag_overrides(args: argparse.Namespace, schema_cls) -> dict:
+    out: dict = {}
+    defaults = schema_cls()
+    for flag, key in FLAG_KEYS.items():
+        value = getattr(args, flag)
+        if value is None:
+            continue
+        if not _has_key(defaults, key):
+            raise UserError(f"--{flag} does not apply to this config")
+        node = out
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
+
+
+def _find_resume(arg: str, yaml_cfg: dict, args: argparse.Namespace) -> tuple[Path, Path]:
+    """(run_dir, checkpoint) for --resume [PATH]."""
+    if arg == "latest":
+        name = yaml_cfg.get("name") or yaml_cfg.get("system")
+        prompt = args.prompt or yaml_cfg.get("prompt") or ""
+        root = Path(args.output or yaml_cfg.get("output") or "outputs") / str(name)
+        slug = slugify(prompt)
+        runs = [d for d in root.glob(f"{slug}*") if (d / "ckpts" / "last.ckpt").is_file()] if root.is_dir() else []
+        runs = [d for d in runs if d.name == slug or d.name[len(slug):].lstrip("-").isdigit()]
+        if not runs:
+            raise UserError(f"--resume: no run with a checkpoint found under {root} for prompt '{prompt}'")
+        run_dir = max(runs, key=lambda d: (d / "ckpts" / "last.ckpt").stat().st_mtime)
+        return run_dir, run_dir / "ckpts" / "last.ckpt"
+    path = Path(arg)
+    if path.is_dir():
+        ckpt = path / "ckpts" / "last.ckpt"
+        if not ckpt.is_file():
+            raise UserError(f"--resume: '{path}' holds no checkpoint (expected {ckpt})")
+        return path, ckpt
+    if path.is_file():
+        return path.parent.parent, path
+    raise UserError(f"--resume: '{arg}' does not exist")
+
+
+def _add_log_file(run_dir: Path) -> None:
+    handler = logging.FileHandler(run_dir / "log.txt")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    logging.getLogger().addHandler(handler)
+
+
+def run_from_args(args: argparse.Namespace) -> dict:
+    resume = run_dir = None
+    if args.config:
+        yaml_cfg = read_yaml(resolve_config_path(args.config))
+    elif args.resume and args.resume != "latest":
+        yaml_cfg = {}
+    else:
+        raise UserError("--config is required (e.g. --config dreamfusion.yaml); see --help")
+    if args.resume:
+        run_dir, resume = _find_resume(args.resume, yaml_cfg, args)
+        saved = run_dir / "config.yaml"
+        if not args.config:
+            if not saved.is_file():
+                raise UserError(f"--resume: '{run_dir}' has no config.yaml")
+            yaml_cfg = read_yaml(saved)
+    system = yaml_cfg.get("system")
+    if system not in SYSTEMS:
+        raise UserError(f"config must name a system: 'system: <name>' with one of {', '.join(SYSTEMS)} (got {system!r})")
+    schema_ref, run_ref, validate_ref = SYSTEMS[system]
+    schema_cls = _load(schema_ref)
+    cfg = build_config(schema_cls, yaml_cfg, _flag_overrides(args, schema_cls), list(args.overrides))
+    if validate_ref:
+        _load(validate_ref)(cfg)
+    if args.export_only and resume is None:
+        raise UserError("--export-only needs --resume PATH (a run directory or a checkpoint)")
+    if run_dir is None:
+        root = Path(getattr(cfg, "output", "outputs"))
+        check_writable(root)
+        run_dir = new_run_dir(root, getattr(cfg, "name", system), getattr(cfg, "prompt", "") or "run")
+    _add_log_file(run_dir)
+    logging.getLogger("gen3d").info("run directory: %s", run_dir)
+    return _load(run_ref)(cfg, run_dir, resume, args.export_only)

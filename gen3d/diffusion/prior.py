@@ -1,0 +1,192 @@
+"""A pretrained 2D diffusion prior in diffusers format, frozen, used by 3D guidance and video.
+
+`load_prior("builtin" | local folder | hub id in the local cache)` gives a `Prior` holding the
+UNet, the VAE (None for pixel-space priors), the text encoder, tokenizer and noise schedule.
+The Prior is deliberately NOT an nn.Module: systems hold it as a plain attribute, so its
+frozen weights never enter checkpoints, optimizers or DDP wrappers.
+
+Classifier-free guidance has ONE convention everywhere (diffusers'):
+    eps = eps_uncond + s * (eps_cond - eps_uncond)
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from gen3d.errors import UserError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BUILTIN_PRIOR = REPO_ROOT / "extern" / "builtin-prior"
+
+
+def resolve_model(name: str) -> Path | str:
+    """Map --model to a local folder, or to a hub id found in the local cache (no download)."""
+    if not name:
+        raise UserError("--model is empty: pass 'builtin', a local diffusers folder or a cached hub id")
+    if name == "builtin":
+        if not (BUILTIN_PRIOR / "model_index.json").is_file():
+            raise UserError(f"the builtin prior is missing at {BUILTIN_PRIOR}; train it with "
+                            "`python launch.py --config builtin-prior.yaml`")
+        return BUILTIN_PRIOR
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "model_index.json").is_file():
+            raise UserError(f"model folder '{path}' has no model_index.json (expected a diffusers pipeline folder)")
+        return path.resolve()
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(name, local_files_only=True))
+    except Exception:
+        raise UserError(
+            f"model '{name}' not found: not a local folder and not in the Hugging Face cache. "
+            f"Download it where the hub is reachable (`hf download {name}`) and copy the cache, "
+            "or use --model builtin / --model /path/to/diffusers-folder"
+        ) from None
+
+
+@dataclass
+class Prior:
+    """Frozen components of a text-to-image diffusion model."""
+
+    unet: torch.nn.Module
+    vae: torch.nn.Module | None
+    text_encoder: torch.nn.Module
+    tokenizer: object
+    scheduler: object
+    path: Path
+    device: torch.device
+    dtype: torch.dtype
+
+    # ----- schedule -----------------------------------------------------------------------
+    @property
+    def num_train_timesteps(self) -> int:
+        return int(self.scheduler.config.num_train_timesteps)
+
+    @property
+    def alphas_cumprod(self) -> torch.Tensor:
+        """[T] float32 on the prior's device."""
+        if getattr(self, "_alphas", None) is None or self._alphas.device != self.device:
+            self._alphas = self.scheduler.alphas_cumprod.to(self.device, torch.float32)
+        return self._alphas
+
+    @property
+    def prediction_type(self) -> str:
+        return self.scheduler.config.get("prediction_type", "epsilon")
+
+    # ----- images <-> latents ------------------------------------------------------------
+    @property
+    def image_size(self) -> int:
+        """Native image resolution of the prior (pixels)."""
+        if self.vae is None:
+            return int(self.unet.config.sample_size)
+        factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return int(self.unet.config.sample_size) * factor
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """images [B,3,H,W] in [0,1] -> latents [B,C,h,w] (scaled like the UNet expects).
+
+        Images are resized to the prior's native resolution first. Differentiable.
+        """
+        size = self.image_size
+        if images.shape[-2:] != (size, size):
+            images = F.interpolate(images, (size, size), mode="bilinear", align_corners=False, antialias=True)
+        x = images.to(self.dtype) * 2.0 - 1.0
+        if self.vae is None:
+            return x
+        posterior = self.vae.encode(x).latent_dist
+        return posterior.sample() * self.vae.config.scaling_factor
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """latents [B,C,h,w] -> images [B,3,H,W] in [0,1]."""
+        if self.vae is None:
+            x = latents
+        else:
+            x = self.vae.decode(latents.to(self.dtype) / self.vae.config.scaling_factor).sample
+        return (x.float() * 0.5 + 0.5).clamp(0.0, 1.0)
+
+    # ----- text -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_text(self, prompts: list[str]) -> torch.Tensor:
+        """prompts -> text embeddings [B, L, D] (last hidden state, as Stable Diffusion uses)."""
+        tokens = self.tokenizer(prompts, padding="max_length", max_length=self.tokenizer.model_max_length,
+                                truncation=True, return_tensors="pt")
+        out = self.text_encoder(tokens.input_ids.to(self.device))
+        return out[0].to(self.dtype)
+
+    # ----- noise prediction --------------------------------------------------------------------
+    def unet_eps(self, latents_noisy: torch.Tensor, t: torch.Tensor, text_embeddings: torch.Tensor,
+                 unet: torch.nn.Module | None = None, **unet_kwargs) -> torch.Tensor:
+        """The UNet's output converted to an epsilon prediction (handles v-prediction priors)."""
+        unet = unet or self.unet
+        out = unet(latents_noisy.to(self.dtype), t, encoder_hidden_states=text_embeddings, **unet_kwargs).sample
+        return self.to_epsilon(out, latents_noisy, t)
+
+    def to_epsilon(self, model_out: torch.Tensor, latents_noisy: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if self.prediction_type == "epsilon":
+            return model_out
+        a = self.alphas_cumprod[t].view(-1, 1, 1, 1)
+        if self.prediction_type == "v_prediction":  # eps = sqrt(a) v + sqrt(1-a) x_t
+            return a.sqrt() * model_out + (1 - a).sqrt() * latents_noisy
+        if self.prediction_type == "sample":
+            return (latents_noisy - a.sqrt() * model_out) / (1 - a).sqrt()
+        raise UserError(f"unsupported prediction_type '{self.prediction_type}' in {self.path}/scheduler")
+
+    def predict_noise(self, latents_noisy: torch.Tensor, t: torch.Tensor, cond: torch.Tensor,
+                      uncond: torch.Tensor, guidance_scale: float, unet: torch.nn.Module | None = None,
+                      **unet_kwargs) -> torch.Tensor:
+        """Classifier-free guided epsilon [B,C,h,w]: eps_u + s (eps_c - eps_u), one UNet batch of 2B."""
+        x = torch.cat([latents_noisy, latents_noisy])
+        tt = torch.cat([t, t])
+        emb = torch.cat([cond, uncond])
+        kwargs = {k: torch.cat([v, v]) if torch.is_tensor(v) else v for k, v in unet_kwargs.items()}
+        eps_c, eps_u = self.unet_eps(x, tt, emb, unet=unet, **kwargs).float().chunk(2)
+        return cfg_combine(eps_u, eps_c, guidance_scale)
+
+    def to(self, device) -> "Prior":
+        self.device = torch.device(device)
+        for m in (self.unet, self.vae, self.text_encoder):
+            if m is not None:
+                m.to(self.device)
+        return self
+
+
+def cfg_combine(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, scale: float) -> torch.Tensor:
+    """The project's single classifier-free guidance formula."""
+    return eps_uncond + scale * (eps_cond - eps_uncond)
+
+
+def _freeze(module: torch.nn.Module) -> torch.nn.Module:
+    module.eval()
+    module.requires_grad_(False)
+    return module
+
+
+def load_prior(name: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> Prior:
+    """Load a diffusers text-to-image pipeline folder as a frozen Prior."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import AutoTokenizer, CLIPTextModel
+
+    path = Path(resolve_model(name))
+    index = json.loads((path / "model_index.json").read_text())
+    for part in ("unet", "text_encoder", "tokenizer", "scheduler"):
+        if part not in index or not (path / part).is_dir():
+            raise UserError(f"model '{name}' has no '{part}' component (found: {', '.join(sorted(index))})")
+    try:
+        unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=dtype)
+        vae = None
+        if index.get("vae") and index["vae"][0] is not None and (path / "vae").is_dir():
+            vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=dtype)
+        text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", torch_dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(path, subfolder="tokenizer")
+        scheduler = DDPMScheduler.from_pretrained(path, subfolder="scheduler")
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot load model '{name}' from {path}: {str(err).splitlines()[0]}") from None
+    prior = Prior(unet=_freeze(unet), vae=_freeze(vae) if vae is not None else None,
+                  text_encoder=_freeze(text_encoder), tokenizer=tokenizer, scheduler=scheduler,
+                  path=path, device=torch.device("cpu"), dtype=dtype)
+    return prior.to(device)

@@ -1,0 +1,69 @@
+"""Score distillation sampling (DreamFusion).
+
+grad = w(t) * (eps_hat(x_t; y, t) - eps),  x_t = sqrt(a_t) x + sqrt(1 - a_t) eps,
+with eps_hat the classifier-free guided prediction of the frozen prior.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from gen3d.diffusion.prior import Prior
+from gen3d.guidance import common
+from gen3d.utils.schedule import schedule_value
+
+
+@dataclass
+class GuidanceConfig:
+    type: str = "sds"  # sds | vsd
+    guidance_scale: float = 100.0
+    min_step_percent: Any = 0.02  # schedule
+    max_step_percent: Any = 0.98  # schedule
+    weighting: str = "sds"  # sds | uniform | fantasia
+    grad_clip: Any = None  # schedule; element-wise clamp of the gradient (None: off)
+    SCHEDULES = ("min_step_percent", "max_step_percent", "grad_clip")
+
+
+def sds_gradient(prior: Prior, latents: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, cond: torch.Tensor,
+                 uncond: torch.Tensor, guidance_scale: float, weighting: str = "sds") -> torch.Tensor:
+    """SDS gradient w.r.t. latents [B,C,h,w] for timesteps t [B] and noise [B,C,h,w]. No autograd."""
+    with torch.no_grad():
+        noisy = common.add_noise(prior.alphas_cumprod, latents.detach(), noise, t)
+        eps_hat = prior.predict_noise(noisy, t, cond, uncond, guidance_scale)
+        return common.weighting(prior.alphas_cumprod, t, weighting) * (eps_hat - noise.float())
+
+
+class SDSGuidance:
+    """Turns rendered images into a loss whose gradient is the SDS gradient (not an nn.Module)."""
+
+    def __init__(self, prior: Prior, cfg: GuidanceConfig):
+        self.prior, self.cfg = prior, cfg
+
+    def timesteps(self, batch: int, step: int, generator=None) -> torch.Tensor:
+        lo, hi = common.timestep_range(schedule_value(self.cfg.min_step_percent, step),
+                                       schedule_value(self.cfg.max_step_percent, step),
+                                       self.prior.num_train_timesteps)
+        return common.sample_timesteps(batch, lo, hi, self.prior.device, generator)
+
+    def finish(self, latents: torch.Tensor, grad: torch.Tensor, step: int) -> dict:
+        """NaN guard, clipping and the reparameterised loss, shared by SDS and VSD."""
+        grad, had_nan = common.nan_guard(grad)
+        grad = common.clip_gradient(grad, schedule_value(self.cfg.grad_clip, step))
+        return {"loss": common.loss_with_gradient(latents, grad), "grad_norm": grad.norm().detach(),
+                "nan": had_nan}
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        """Parameters the guidance itself trains (none for SDS; VSD's LoRA)."""
+        return []
+
+    def __call__(self, images: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor, step: int,
+                 generator=None, c2w: torch.Tensor | None = None) -> dict:
+        """images [B,3,H,W] in [0,1] -> dict(loss, grad_norm, t, nan). c2w is accepted (and unused)
+        so systems can call SDS and VSD alike with keywords."""
+        latents = self.prior.encode_images(images)
+        t = self.timesteps(latents.shape[0], step, generator)
+        noise = torch.randn(latents.shape, device=latents.device, generator=generator)
+        grad = sds_gradient(self.prior, latents, t, noise, cond, uncond, self.cfg.guidance_scale, self.cfg.weighting)
+        return {**self.finish(latents, grad, step), "t": t}

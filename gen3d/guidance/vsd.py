@@ -1,0 +1,99 @@
+"""Variational score distillation (ProlificDreamer).
+
+grad = w(t) * (eps_pretrained_CFG(x_t; y, t) - eps_phi(x_t; y, t, c)),  x_t = sqrt(a_t) x + sqrt(1 - a_t) eps,
+with eps_phi the prior's UNet + a camera-conditioned LoRA (`gen3d.diffusion.lora.VSDLoRA`), trained
+every step with the diffusion loss on the detached rendered latents. Timesteps, CFG, weighting,
+NaN guard, clipping and the reparameterised loss are SDS's (`SDSGuidance`, `gen3d.guidance.common`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from gen3d.diffusion.lora import VSDLoRA, diffusion_target
+from gen3d.diffusion.prior import Prior, cfg_combine
+from gen3d.guidance import common
+from gen3d.guidance.sds import GuidanceConfig, SDSGuidance
+
+
+@dataclass
+class VSDConfig(GuidanceConfig):
+    type: str = "vsd"
+    guidance_scale: float = 7.5
+    # schedule: the paper's t_max drop from 0.98 to 0.5 after 5000 steps
+    max_step_percent: Any = field(default_factory=lambda: [5000, 0.98, 0.5, 5001])
+    lora_rank: int = 4  # 16 for Stable Diffusion
+    lora_alpha: float | None = None  # None: = lora_rank (LoRA scale 1)
+    lora_lr: float = 1e-3
+    camera_condition_dropout: float = 0.1  # p(camera -> zeros) while training the LoRA (its own CFG)
+    lora_guidance_scale: float = 1.0  # CFG between camera-conditioned and camera-dropped eps_phi
+    lora_n_timestamp_samples: int = 1  # timesteps per image for the LoRA loss
+
+
+def lora_eps(prior: Prior, lora: VSDLoRA, latents_noisy: torch.Tensor, t: torch.Tensor, cond: torch.Tensor,
+             c2w: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """eps_phi [B,C,h,w] (float32, epsilon whatever the prior predicts) for x_t [B,C,h,w], t [B],
+    cond [B,L,D], c2w [B,4,4]. scale != 1: cfg_combine(camera dropped, camera given, scale)."""
+    cam = c2w.reshape(c2w.shape[0], 16)
+    with lora.active() as unet:
+        if scale == 1.0:
+            return prior.unet_eps(latents_noisy, t, cond, unet=unet, class_labels=cam).float()
+        eps_c, eps_u = prior.unet_eps(torch.cat([latents_noisy] * 2), torch.cat([t, t]), torch.cat([cond, cond]),
+                                      unet=unet, class_labels=torch.cat([cam, torch.zeros_like(cam)])).float().chunk(2)
+    return cfg_combine(eps_u, eps_c, scale)
+
+
+def vsd_gradient(prior: Prior, lora: VSDLoRA, latents: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
+                 cond: torch.Tensor, uncond: torch.Tensor, c2w: torch.Tensor, guidance_scale: float,
+                 lora_guidance_scale: float = 1.0, weighting: str = "sds") -> torch.Tensor:
+    """VSD gradient w.r.t. latents [B,C,h,w] for t [B], noise [B,C,h,w], c2w [B,4,4]. No autograd."""
+    with torch.no_grad():
+        noisy = common.add_noise(prior.alphas_cumprod, latents.detach(), noise, t)
+        eps_pretrained = prior.predict_noise(noisy, t, cond, uncond, guidance_scale)
+        eps_phi = lora_eps(prior, lora, noisy, t, cond, c2w, lora_guidance_scale)
+        return common.weighting(prior.alphas_cumprod, t, weighting) * (eps_pretrained - eps_phi)
+
+
+def lora_loss(prior: Prior, lora: VSDLoRA, latents: torch.Tensor, cond: torch.Tensor, c2w: torch.Tensor,
+              dropout: float = 0.1, n_samples: int = 1, generator=None) -> torch.Tensor:
+    """Diffusion loss of eps_phi on DETACHED latents [B,C,h,w] (t over the whole schedule, camera
+    zeroed per sample with probability `dropout`); the target matches the prior's prediction type."""
+    x0 = latents.detach().float().repeat(n_samples, 1, 1, 1)
+    cond, cam = cond.repeat(n_samples, 1, 1), c2w.reshape(-1, 16).repeat(n_samples, 1)
+    keep = torch.rand(cam.shape[0], 1, device=cam.device, generator=generator) >= dropout
+    t = common.sample_timesteps(x0.shape[0], 0, prior.num_train_timesteps - 1, x0.device, generator)
+    noise = torch.randn(x0.shape, device=x0.device, generator=generator)
+    noisy = common.add_noise(prior.alphas_cumprod, x0, noise, t)
+    target = diffusion_target(prior.prediction_type, prior.alphas_cumprod, x0, noise, t)
+    with lora.active() as unet:
+        out = unet(noisy.to(prior.dtype), t, encoder_hidden_states=cond, class_labels=cam * keep).sample
+    return F.mse_loss(out.float(), target.float())
+
+
+class VSDGuidance(SDSGuidance):
+    """Rendered images -> loss for the 3D parameters + diffusion loss for the LoRA (not an nn.Module;
+    `self.lora` is, and owns only the trainable LoRA + camera-embedding parameters)."""
+
+    def __init__(self, prior: Prior, cfg: VSDConfig):
+        super().__init__(prior, cfg)
+        self.lora = VSDLoRA(prior.unet, rank=cfg.lora_rank, alpha=cfg.lora_alpha)
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return list(self.lora.parameters())
+
+    def __call__(self, images: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor, step: int,
+                 c2w: torch.Tensor, generator=None) -> dict:
+        """images [B,3,H,W] in [0,1], cond/uncond [B,L,D], c2w [B,4,4] ->
+        dict(loss (3D params), loss_lora (LoRA params), grad_norm, t, nan)."""
+        cfg = self.cfg
+        latents = self.prior.encode_images(images)
+        t = self.timesteps(latents.shape[0], step, generator)
+        noise = torch.randn(latents.shape, device=latents.device, generator=generator)
+        grad = vsd_gradient(self.prior, self.lora, latents, t, noise, cond, uncond, c2w, cfg.guidance_scale,
+                            cfg.lora_guidance_scale, cfg.weighting)
+        loss_lora = lora_loss(self.prior, self.lora, latents, cond, c2w, cfg.camera_condition_dropout,
+                              cfg.lora_n_timestamp_samples, generator)
+        return {**self.finish(latents, grad, step), "loss_lora": loss_lora, "t": t}

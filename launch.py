@@ -1,0 +1,63 @@
+#!/usr/bin/env python
+"""gen3d command line: load a config, build the system it names, train / resume / export.
+
+    python launch.py --config dreamfusion.yaml --prompt "a red cube" --model builtin
+    python launch.py --config dreamfusion.yaml --prompt "a red cube" guidance.guidance_scale=50 trainer.max_steps=2000
+    python launch.py --resume outputs/dreamfusion/a-red-cube            # continue a run
+    python launch.py --resume outputs/dreamfusion/a-red-cube --export-only
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from gen3d.errors import UserError
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="launch.py", description="Text-to-3D and video editing on pretrained 2D diffusion priors.",
+        epilog="Free arguments of the form key=value override any config field, e.g. "
+               "guidance.guidance_scale=50 trainer.max_steps=2000 camera.height=128.")
+    p.add_argument("--config", help="YAML config: a path, or a file name inside configs/ (e.g. dreamfusion.yaml)")
+    p.add_argument("--prompt", help="text prompt, e.g. \"a red cube\"")
+    p.add_argument("--model", help="diffusion prior: 'builtin', a local diffusers folder, or a hub id in the local cache")
+    p.add_argument("--seed", type=int, help="random seed (each process uses seed + rank)")
+    p.add_argument("--steps", type=int, help="training steps (trainer.max_steps)")
+    p.add_argument("--output", help="root folder for runs (default outputs/); runs go to <output>/<method>/<prompt-slug>[-N]")
+    p.add_argument("--resume", nargs="?", const="latest", metavar="PATH",
+                   help="continue a run: its directory or a checkpoint file; without PATH, the newest run of this config and prompt")
+    p.add_argument("--export-only", action="store_true", help="skip training; render the turntable and export the mesh of --resume")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="where to run (default: cuda when available)")
+    g = p.add_argument_group("video editing (tuneavideo.yaml, controlvideo.yaml)")
+    g.add_argument("--video", help="input video: .mp4, .gif or a folder of frames")
+    g.add_argument("--edit", action="append", metavar="PROMPT", help="edited prompt; repeat for several edits of one fine-tuning")
+    g.add_argument("--control", action="append", metavar="KIND[:WEIGHT]", help="ControlVideo condition, e.g. canny or canny:0.7; repeatable")
+    g.add_argument("--frames", type=int, help="number of frames to use")
+    g.add_argument("--stride", type=int, help="use every N-th frame")
+    g.add_argument("--start", type=int, help="first frame to use")
+    g.add_argument("--size", type=int, help="frame size (square) the model works at")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        from gen3d.cli import run_from_args
+
+        run_from_args(args)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; checkpoints written so far are kept (resume with --resume)", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from gen3d.config import build_config, resolve_config_path
+from gen3d.errors import UserError
+from gen3d.utils.schedule import schedule_value
+
+
+@dataclass
+class Inner:
+    guidance_scale: float = 100.0
+    max_step_percent: Any = 0.98
+    SCHEDULES = ("max_step_percent",)
+
+
+@dataclass
+class Outer:
+    name: str = "x"
+    steps: int = 10
+    guidance: Inner = field(default_factory=Inner)
+
+
+def test_merge_and_overrides():
+    cfg = build_config(Outer, {"steps": 5}, ["guidance.guidance_scale=7.5", "guidance.max_step_percent=[0,0.98,0.5,100]"])
+    assert cfg.steps == 5 and cfg.guidance.guidance_scale == 7.5
+    assert cfg.guidance.max_step_percent == [0, 0.98, 0.5, 100]
+    assert isinstance(cfg.guidance.max_step_percent, list)
+
+
+def test_unknown_key_suggests_nearest():
+    with pytest.raises(UserError, match=r"unknown config key 'guidance.guidance_scal' \(did you mean 'guidance.guidance_scale'\?\)"):
+        build_config(Outer, ["guidance.guidance_scal=3"])
+    with pytest.raises(UserError, match=r"unknown config key 'stepz'.*'steps'"):
+        build_config(Outer, {"stepz": 3})
+
+
+def test_wrong_type_names_key():
+    with pytest.raises(UserError, match=r"config key 'guidance.guidance_scale'.*abc"):
+        build_config(Outer, {"guidance": {"guidance_scale": "abc"}})
+    with pytest.raises(UserError, match="config key 'steps'"):
+        build_config(Outer, ["steps=1.5"])
+
+
+def test_bad_schedule_and_override_syntax():
+    with pytest.raises(UserError, match="guidance.max_step_percent"):
+        build_config(Outer, ["guidance.max_step_percent=[1,2,3]"])
+    with pytest.raises(UserError, match="key=value"):
+        build_config(Outer, ["steps"])
+
+
+def test_schedule_values():
+    spec = [100, 0.98, 0.5, 200]
+    assert schedule_value(spec, 0) == 0.98
+    assert schedule_value(spec, 150) == pytest.approx(0.74)
+    assert schedule_value(spec, 1000) == 0.5
+    assert schedule_value(3.0, 7) == 3.0
+    step = [10, 1.0, 0.0, 11]
+    assert schedule_value(step, 10) == 1.0 and schedule_value(step, 11) == 0.0
+
+
+def test_config_path_resolution():
+    assert resolve_config_path("dreamfusion.yaml").name == "dreamfusion.yaml"
+    assert resolve_config_path("dreamfusion").name == "dreamfusion.yaml"
+    with pytest.raises(UserError, match="not found"):
+        resolve_config_path("nope.yaml")
