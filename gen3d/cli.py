@@ -13,15 +13,15 @@ from gen3d.utils.rundir import check_writable, new_run_dir, slugify
 
 # system name -> (config dataclass, run function, validate function or None), as "module:attr"
 SYSTEMS = {
-    "dreamfusion": ("gen3d.systems.text3d:Text3DConfig", "gen3d.systems.runner:run_text3d",
-                    "gen3d.systems.text3d:validate"),
+    **{method: ("gen3d.systems.text3d:Text3DConfig", "gen3d.systems.runner:run_text3d",
+                "gen3d.systems.text3d:validate") for method in ("dreamfusion", "magic3d", "prolificdreamer")},
     "builtin-prior": ("gen3d.prior.train:PriorTrainConfig", "gen3d.prior.train:main", None),
 }
 
 # command-line flag -> config key (applied only when the config has that key)
 FLAG_KEYS = {"prompt": "prompt", "model": "model", "seed": "seed", "steps": "trainer.max_steps",
              "output": "output", "device": "device", "video": "video", "edit": "edit", "control": "control",
-             "frames": "frames", "stride": "stride", "start": "start", "size": "size"}
+             "particles": "particles", "frames": "frames", "stride": "stride", "start": "start", "size": "size"}
 
 
 def _load(ref: str):
@@ -55,28 +55,33 @@ def _flag_overrides(args: argparse.Namespace, schema_cls) -> dict:
     return out
 
 
-def _find_resume(arg: str, yaml_cfg: dict, args: argparse.Namespace) -> tuple[Path, Path]:
-    """(run_dir, checkpoint) for --resume [PATH]."""
+def _run_dir_of(path: Path) -> Path | None:
+    """The run directory holding path (the nearest parent with a config.yaml)."""
+    for cand in [path, *path.parents]:
+        if (cand / "config.yaml").is_file():
+            return cand
+    return None
+
+
+def _find_resume(arg: str, yaml_cfg: dict, args: argparse.Namespace) -> tuple[Path, Path | None]:
+    """(run_dir, explicit checkpoint or None) for --resume [PATH]."""
     if arg == "latest":
         name = yaml_cfg.get("name") or yaml_cfg.get("system")
         prompt = args.prompt or yaml_cfg.get("prompt") or ""
         root = Path(args.output or yaml_cfg.get("output") or "outputs") / str(name)
         slug = slugify(prompt)
-        runs = [d for d in root.glob(f"{slug}*") if (d / "ckpts" / "last.ckpt").is_file()] if root.is_dir() else []
+        runs = [d for d in root.glob(f"{slug}*") if (d / "config.yaml").is_file()] if root.is_dir() else []
         runs = [d for d in runs if d.name == slug or d.name[len(slug):].lstrip("-").isdigit()]
         if not runs:
-            raise UserError(f"--resume: no run with a checkpoint found under {root} for prompt '{prompt}'")
-        run_dir = max(runs, key=lambda d: (d / "ckpts" / "last.ckpt").stat().st_mtime)
-        return run_dir, run_dir / "ckpts" / "last.ckpt"
+            raise UserError(f"--resume: no run found under {root} for prompt '{prompt}'")
+        return max(runs, key=lambda d: d.stat().st_mtime), None
     path = Path(arg)
-    if path.is_dir():
-        ckpt = path / "ckpts" / "last.ckpt"
-        if not ckpt.is_file():
-            raise UserError(f"--resume: '{path}' holds no checkpoint (expected {ckpt})")
-        return path, ckpt
-    if path.is_file():
-        return path.parent.parent, path
-    raise UserError(f"--resume: '{arg}' does not exist")
+    if not path.exists():
+        raise UserError(f"--resume: '{arg}' does not exist")
+    run_dir = _run_dir_of(path if path.is_dir() else path.parent)
+    if run_dir is None or not (run_dir / "ckpts").is_dir():
+        raise UserError(f"--resume: '{arg}' is not a gen3d run with checkpoints")
+    return run_dir, (path if path.is_file() else None)
 
 
 def _add_log_file(run_dir: Path) -> None:
@@ -106,9 +111,10 @@ def run_from_args(args: argparse.Namespace) -> dict:
     schema_ref, run_ref, validate_ref = SYSTEMS[system]
     schema_cls = _load(schema_ref)
     cfg = build_config(schema_cls, yaml_cfg, _flag_overrides(args, schema_cls), list(args.overrides))
+    options = {k: v for k, v in (("stage", args.stage), ("from_run", args.from_run)) if v is not None}
     if validate_ref:
-        _load(validate_ref)(cfg)
-    if args.export_only and resume is None:
+        _load(validate_ref)(cfg, run_dir=run_dir, **options)
+    if args.export_only and run_dir is None:
         raise UserError("--export-only needs --resume PATH (a run directory or a checkpoint)")
     if run_dir is None:
         root = Path(getattr(cfg, "output", "outputs"))
@@ -116,4 +122,4 @@ def run_from_args(args: argparse.Namespace) -> dict:
         run_dir = new_run_dir(root, getattr(cfg, "name", system), getattr(cfg, "prompt", "") or "run")
     _add_log_file(run_dir)
     logging.getLogger("gen3d").info("run directory: %s", run_dir)
-    return _load(run_ref)(cfg, run_dir, resume, args.export_only)
+    return _load(run_ref)(cfg, run_dir, resume, args.export_only, **options)

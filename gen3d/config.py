@@ -102,8 +102,12 @@ def build_config(schema_cls: type, *layers: dict | list[str]) -> Any:
             merged = OmegaConf.merge(merged, layer)
         except OmegaConfBaseException as err:
             raise UserError(_explain(err, schema)) from None
-    cfg = OmegaConf.to_object(merged)
-    # schedule-typed fields may hold ListConfig; turn them into plain lists
+    return to_dataclass(merged)
+
+
+def to_dataclass(conf: DictConfig) -> Any:
+    """A structured DictConfig as its dataclass, with plain lists/dicts inside `Any` fields."""
+    cfg = OmegaConf.to_object(conf)
     _to_plain_schedules(cfg)
     _check_schedules(cfg)
     return cfg

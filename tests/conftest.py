@@ -5,7 +5,8 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# one thread: deterministic, and immune to OpenMP slow-downs when other processes share the cores
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -76,9 +76,9 @@ class VSDLoRA(nn.Module):
                     {"A": module.lora_A[ADAPTER], "B": module.lora_B[ADAPTER]})
         if not self.lora_layers:
             raise UserError(f"no attention projections ({', '.join(LORA_TARGETS)}) found in the UNet for VSD's LoRA")
+        self.lora_layers.float()  # trainable weights stay float32 under a half-precision prior
         dim = unet.time_embedding.linear_2.out_features
-        ref = next(unet.parameters())
-        self.camera_embedding = CameraEmbedding(dim).to(ref.device)
+        self.camera_embedding = CameraEmbedding(dim).to(unet.device)
         self._set_enabled(False)
 
     def _set_enabled(self, enabled: bool) -> None:

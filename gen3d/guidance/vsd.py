@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from gen3d.diffusion.lora import VSDLoRA, diffusion_target
 from gen3d.diffusion.prior import Prior, cfg_combine
+from gen3d.errors import UserError
 from gen3d.guidance import common
 from gen3d.guidance.sds import GuidanceConfig, SDSGuidance
 
@@ -77,9 +78,12 @@ class VSDGuidance(SDSGuidance):
     """Rendered images -> loss for the 3D parameters + diffusion loss for the LoRA (not an nn.Module;
     `self.lora` is, and owns only the trainable LoRA + camera-embedding parameters)."""
 
-    def __init__(self, prior: Prior, cfg: VSDConfig):
+    def __init__(self, prior: Prior, cfg: VSDConfig, lora: VSDLoRA | None = None):
+        """lora: continue an existing VSDLoRA on this prior's UNet (e.g. the next stage); None: a new one."""
         super().__init__(prior, cfg)
-        self.lora = VSDLoRA(prior.unet, rank=cfg.lora_rank, alpha=cfg.lora_alpha)
+        if lora is not None and lora.unet is not prior.unet:
+            raise UserError("the VSD LoRA passed in sits on another UNet than this prior's")
+        self.lora = lora if lora is not None else VSDLoRA(prior.unet, rank=cfg.lora_rank, alpha=cfg.lora_alpha)
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return list(self.lora.parameters())

@@ -1,4 +1,10 @@
-"""Runs a text-to-3D system with Lightning: training (resumable), previews, turntable, export."""
+"""Runs a text-to-3D method with Lightning: its stages in order (each resumable), previews,
+then the turntable video and the textured-mesh export of every particle.
+
+Layout: single-stage methods keep `ckpts/` and `previews/` flat; multi-stage methods use
+`ckpts/<stage>/` and `previews/<stage>/`. A stage whose last checkpoint reached its max_steps is
+complete and is loaded, not retrained, when a run is resumed.
+"""
 from __future__ import annotations
 
 import logging
@@ -9,9 +15,11 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 
-from gen3d.config import to_yaml
+from gen3d.config import read_yaml, to_yaml
 from gen3d.errors import UserError
-from gen3d.export import export_mesh
+from gen3d.export import export_mesh, export_trimesh
+from gen3d.geometry.mesh import MeshGeometry
+from gen3d.systems.stages import stage_configs, stage_index
 from gen3d.systems.text3d import RandomCameraDataset, Text3DConfig, Text3DSystem, check_config
 from gen3d.utils.atomic import write_text_atomic
 from gen3d.utils.media import image_grid, save_image, write_video
@@ -22,8 +30,9 @@ log = logging.getLogger("gen3d")
 class PreviewAndLog(Callback):
     """Rank 0 only: a preview grid every `preview_every` steps and a log line every `log_every`."""
 
-    def __init__(self, run_dir: Path, preview_every: int, log_every: int, size: int):
-        self.run_dir, self.preview_every, self.log_every, self.size = run_dir, preview_every, log_every, size
+    def __init__(self, preview_dir: Path, preview_every: int, log_every: int, size: int, stage: str):
+        self.dir, self.preview_every, self.log_every, self.size, self.stage = \
+            preview_dir, preview_every, log_every, size, stage
 
     def on_train_batch_end(self, trainer, system, outputs, batch, batch_idx):
         if not trainer.is_global_zero:
@@ -31,11 +40,11 @@ class PreviewAndLog(Callback):
         step = trainer.global_step
         if self.log_every and step % self.log_every == 0:
             metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-            log.info("step %d %s", step, " ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
+            log.info("[%s] step %d %s", self.stage, step, " ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
         if self.preview_every and (step % self.preview_every == 0 or step == trainer.max_steps):
-            views = system.render_views(system.preview_cameras(self.size))
+            views = system.render_views(system.preview_cameras(self.size), shading=system.cfg.force_shading or "albedo")
             grid = torch.cat([image_grid(views["rgb"], 4), image_grid(views["normal"], 4)], dim=0)
-            save_image(self.run_dir / "previews" / f"step-{step:06d}.png", grid)
+            save_image(self.dir / f"step-{step:06d}.png", grid)
 
 
 def resolve_accelerator(cfg: Text3DConfig) -> str:
@@ -49,57 +58,135 @@ def resolve_accelerator(cfg: Text3DConfig) -> str:
     return want
 
 
-def make_trainer(cfg: Text3DConfig, run_dir: Path) -> L.Trainer:
+def make_trainer(cfg: Text3DConfig, ckpt_dir: Path, preview_dir: Path, stage: str) -> L.Trainer:
     t = cfg.trainer
-    ckpt = ModelCheckpoint(dirpath=run_dir / "ckpts", filename="step-{step:06d}", every_n_train_steps=t.checkpoint_every,
+    ckpt = ModelCheckpoint(dirpath=ckpt_dir, filename="step-{step:06d}", every_n_train_steps=t.checkpoint_every,
                            save_top_k=-1, save_last=True, auto_insert_metric_name=False)
-    preview = PreviewAndLog(run_dir, t.preview_every, t.log_every, cfg.camera.height)
+    preview = PreviewAndLog(preview_dir, t.preview_every, t.log_every, cfg.camera.height, stage)
     return L.Trainer(
         max_steps=t.max_steps, max_epochs=-1, accelerator=resolve_accelerator(cfg), devices=t.devices,
         precision=t.precision, callbacks=[ckpt, preview, TQDMProgressBar(refresh_rate=10)],
-        logger=False, default_root_dir=str(run_dir), num_sanity_val_steps=0, limit_val_batches=0,
+        logger=False, default_root_dir=str(ckpt_dir.parent), num_sanity_val_steps=0, limit_val_batches=0,
         enable_model_summary=False, log_every_n_steps=t.log_every,
     )
 
 
-def load_weights(system: Text3DSystem, ckpt_path: Path) -> None:
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+def checkpoint_step(path: Path) -> int:
+    return int(torch.load(path, map_location="cpu", weights_only=True).get("global_step", 0))
+
+
+def load_system(cfg: Text3DConfig, ckpt: Path, prior=None) -> Text3DSystem:
+    """A stage's system with the weights of a checkpoint (prior loaded first when VSD needs it)."""
+    system = Text3DSystem(cfg, prior=prior)
+    if cfg.guidance.type == "vsd":
+        system.setup_prior("cpu" if prior is None else prior.device)
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
     system.load_state_dict(state["state_dict"])
+    return system
+
+
+def export_particle(system: Text3DSystem, index: int, out_dir: Path) -> dict:
+    cfg, scene = system.cfg, system.scenes[index]
+    geo = scene.geometry
+    device = next(system.parameters()).device
+
+    def albedo_fn(points):
+        return geo.albedo(points.to(device)).float().cpu()
+
+    if isinstance(geo, MeshGeometry):
+        return export_trimesh(geo.to_trimesh(), albedo_fn, out_dir, cfg.export)
+    return export_mesh(lambda p: geo.density(p.to(device)).float().cpu(), albedo_fn, out_dir, cfg.export,
+                       radius=cfg.geometry.radius)
 
 
 def finalize(system: Text3DSystem, run_dir: Path) -> dict:
-    """Turntable video and textured mesh export (call on rank 0)."""
-    cfg = system.cfg
-    views = system.render_views(system.turntable_cameras(), shading=cfg.turntable.shading)
-    write_video(run_dir / "video" / "turntable.mp4", views["rgb"], fps=cfg.turntable.fps)
-    with torch.no_grad():
-        result = export_mesh(system.density_fn, system.albedo_fn, run_dir / "export", cfg.export,
-                             radius=cfg.geometry.radius)
-    log.info("exported %s", result)
-    return result
+    """Turntable video and textured mesh export of every particle (call on rank 0)."""
+    cfg, n = system.cfg, len(system.scenes)
+    results = {}
+    for i in range(n):
+        suffix = "" if n == 1 else f"-{i}"
+        views = system.render_views(system.turntable_cameras(), particle=i, shading=cfg.turntable.shading)
+        write_video(run_dir / "video" / f"turntable{suffix}.mp4", views["rgb"], fps=cfg.turntable.fps)
+        with torch.no_grad():
+            results[f"export{suffix}"] = export_particle(system, i, run_dir / "export" / (f"particle-{i}" if n > 1 else ""))
+        log.info("exported particle %d: %s", i, results[f"export{suffix}"])
+    return results
 
 
-def run_text3d(cfg: Text3DConfig, run_dir: Path, resume: Path | None = None, export_only: bool = False) -> dict:
-    check_config(cfg)
+def _check_from_run(from_run: Path, cfg: Text3DConfig, stages, first: int) -> Path:
+    saved = from_run / "config.yaml"
+    if not saved.is_file():
+        raise UserError(f"--from: '{from_run}' is not a gen3d run (no config.yaml)")
+    other = read_yaml(saved)
+    if other.get("system") != cfg.system or other.get("name") != cfg.name:
+        raise UserError(f"--from: '{from_run}' is a '{other.get('name')}' run, not '{cfg.name}'")
+    prev_name = stages[first - 1][0]
+    ckpt = from_run / "ckpts" / prev_name / "last.ckpt"
+    if not ckpt.is_file():
+        raise UserError(f"--from: '{from_run}' has no checkpoint of stage '{prev_name}' ({ckpt})")
+    return ckpt
+
+
+def start_point(cfg: Text3DConfig, run_dir: Path | None, stage: str | None = None,
+                from_run: Path | None = None) -> tuple[int, Path | None]:
+    """(index of the first stage to run, checkpoint of the stage before it or None); UserError when
+    --stage / --from do not fit this config."""
+    stages = stage_configs(cfg)
+    for _, stage_cfg in stages:
+        check_config(stage_cfg)
+    if from_run is not None and stage is None:
+        raise UserError("--from needs --stage (the stage to start at)")
+    first = stage_index(stages, stage) if stage else 0
+    if first == 0:
+        return 0, None
+    if from_run is not None:
+        return first, _check_from_run(Path(from_run), cfg, stages, first)
+    prev = stages[first - 1][0]
+    prev_ckpt = run_dir / "ckpts" / prev / "last.ckpt" if run_dir is not None else None
+    if prev_ckpt is None or not prev_ckpt.is_file():
+        raise UserError(f"--stage {stage}: needs the checkpoint of stage '{prev}': pass --from RUN_DIR "
+                        "(or --resume RUN_DIR)")
+    return first, prev_ckpt
+
+
+def run_text3d(cfg: Text3DConfig, run_dir: Path, resume: Path | None = None, export_only: bool = False,
+               stage: str | None = None, from_run: Path | None = None) -> dict:
+    stages = stage_configs(cfg)
+    first, prev_ckpt = start_point(cfg, run_dir, stage, from_run)
+    multi = bool(cfg.stages)
     rank = int(os.environ.get("RANK", 0))
     L.seed_everything(cfg.seed + rank, workers=True, verbose=False)
-    torch.manual_seed(cfg.seed + rank)
-    system = Text3DSystem(cfg, run_dir)
-    trainer = make_trainer(cfg, run_dir)
-    if trainer.is_global_zero:
+    if rank == 0:
         write_text_atomic(run_dir / "config.yaml", to_yaml(cfg))
-    if export_only:
-        if resume is None:
-            raise UserError("--export-only needs --resume PATH (a run directory or a checkpoint)")
-        load_weights(system, resume)
-    else:
-        world = trainer.world_size
-        data = RandomCameraDataset(cfg.camera, length=max(cfg.trainer.max_steps, 1) * cfg.trainer.batch_size * world,
-                                   seed=cfg.seed)
-        loader = torch.utils.data.DataLoader(data, batch_size=cfg.trainer.batch_size, shuffle=False, num_workers=0)
-        trainer.fit(system, loader, ckpt_path=str(resume) if resume else None)
+
+    prev = load_system(stages[first - 1][1], prev_ckpt) if prev_ckpt else None
+    prior = prev._prior if prev is not None else None
+    system = None
+    for name, scfg in stages[first:]:
+        sub = name if multi else ""
+        ckpt_dir, preview_dir = run_dir / "ckpts" / sub, run_dir / "previews" / sub
+        last = resume if (resume is not None and Path(resume).parent == ckpt_dir) else ckpt_dir / "last.ckpt"
+        have = last.is_file()
+        if have and (export_only or checkpoint_step(last) >= scfg.trainer.max_steps):
+            log.info("stage %s: complete, loading %s", name, last)
+            system = load_system(scfg, last, prior)
+        elif export_only:
+            raise UserError(f"--export-only: stage '{name}' has no checkpoint in {ckpt_dir}")
+        else:
+            system = Text3DSystem(scfg, prior=prior)
+            if prev is not None and not have:
+                system.init_from(prev)
+            log.info("stage %s: %s for %d steps", name, "resuming" if have else "training", scfg.trainer.max_steps)
+            trainer = make_trainer(scfg, ckpt_dir, preview_dir, name)
+            world = trainer.world_size
+            data = RandomCameraDataset(scfg.camera, seed=scfg.seed,
+                                       length=max(scfg.trainer.max_steps, 1) * scfg.trainer.batch_size * world)
+            loader = torch.utils.data.DataLoader(data, batch_size=scfg.trainer.batch_size, num_workers=0)
+            trainer.fit(system, loader, ckpt_path=str(last) if have else None)
+            if not trainer.is_global_zero:
+                return {"run_dir": str(run_dir)}
+        prior = system._prior or prior
+        prev = system
     result = {"run_dir": str(run_dir), "first_loss": system.first_loss, "last_loss": system.last_loss}
-    if trainer.is_global_zero:
-        system.to("cuda" if trainer.accelerator.__class__.__name__.lower().startswith("cuda") else "cpu")
-        result.update(finalize(system, run_dir))
+    result.update(finalize(system, run_dir))
     return result

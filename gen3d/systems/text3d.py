@@ -1,51 +1,58 @@
-"""Text-to-3D on an implicit volume: one Lightning module, configured per method.
+"""Text-to-3D: one Lightning module, configured per method and per stage.
 
 One training step (read top to bottom in `training_step`): cameras (from the dataloader) ->
-volume rendering -> view-dependent prompt embeddings -> guidance loss (SDS) + regularisers.
-DreamFusion is this system with its config; later methods reuse it with other guidance /
-geometry settings. The frozen prior is a plain attribute, never a submodule, so it stays out
-of checkpoints, optimizers and DDP.
+render one particle (NeRF volume or textured mesh) -> view-dependent prompt embeddings ->
+guidance (SDS or VSD) -> loss + regularisers. DreamFusion, Magic3D and ProlificDreamer are this
+system with different configs (configs/*.yaml); multi-stage methods chain stages in the runner.
+The frozen prior is a plain attribute, never a submodule: it stays out of checkpoints,
+optimizers and DDP. The VSD LoRA is a submodule (it is trained and checkpointed).
 """
 from __future__ import annotations
 
-import logging
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import lightning as L
 import torch
+from torch import nn
 
-from gen3d.diffusion.prior import load_prior
+from gen3d.diffusion.prior import Prior, load_prior
 from gen3d.diffusion.prompts import PromptConfig, PromptEmbeddings
 from gen3d.errors import UserError
 from gen3d.export.config import ExportConfig
 from gen3d.geometry.implicit import ImplicitVolume, ImplicitVolumeConfig
-from gen3d.guidance.sds import GuidanceConfig, SDSGuidance
+from gen3d.geometry.mesh import MeshGeometry, MeshGeometryConfig
+from gen3d.guidance.sds import SDSGuidance
+from gen3d.guidance.vsd import VSDConfig, VSDGuidance
 from gen3d.render.background import BackgroundConfig, make_background
-from gen3d.render.cameras import CameraConfig, Cameras, make_cameras, turntable
+from gen3d.render.cameras import CameraConfig, CameraSampler, Cameras, make_cameras, turntable
+from gen3d.render.mesh_renderer import MeshRenderer, MeshRendererConfig
 from gen3d.render.shading import pick_shading
 from gen3d.render.volume import RendererConfig, VolumeRenderer
 from gen3d.utils.schedule import schedule_value
 
-log = logging.getLogger("gen3d")
+REPRESENTATIONS = ("volume", "mesh")
 
 
 @dataclass
 class LossConfig:
-    """Loss weights (each a schedule)."""
+    """Loss weights (each a schedule). `guidance` weighs SDS/VSD; the LoRA loss always has weight 1."""
 
-    sds: Any = 1.0
-    orient: Any = 0.0  # penalise normals facing away from the camera (DreamFusion)
-    sparsity: Any = 0.0  # mean opacity
-    opaque: Any = 0.0  # binary cross-entropy pushing opacity to 0 or 1
-    SCHEDULES = ("sds", "orient", "sparsity", "opaque")
+    guidance: Any = 1.0
+    orient: Any = 0.0  # volume: normals facing away from the camera (DreamFusion)
+    sparsity: Any = 0.0  # volume: mean opacity
+    opaque: Any = 0.0  # volume: binary entropy pushing opacity to 0 or 1
+    normal_consistency: Any = 0.0  # mesh: 1 - cos between adjacent face normals
+    laplacian: Any = 0.0  # mesh: uniform Laplacian smoothing
+    SCHEDULES = ("guidance", "orient", "sparsity", "opaque", "normal_consistency", "laplacian")
 
 
 @dataclass
 class OptimConfig:
-    lr: float = 0.01  # geometry (hash grid + MLPs)
+    lr: float = 0.01  # volume field / mesh texture field
+    lr_offsets: float = 1e-4  # mesh vertex offsets
     lr_background: float = 0.001
     betas: tuple[float, float] = (0.9, 0.99)
     eps: float = 1e-15
@@ -75,6 +82,14 @@ class TurntableConfig:
 
 
 @dataclass
+class StageConfig:
+    """One stage of a multi-stage method: a name and config overrides on top of the base config."""
+
+    name: str = "main"
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class Text3DConfig:
     """Everything a text-to-3D run needs; methods ship YAML files that fill it in."""
 
@@ -85,17 +100,26 @@ class Text3DConfig:
     seed: int = 0
     output: str = "outputs"
     device: str = "auto"  # auto | cpu | cuda
+    representation: str = "volume"  # volume (NeRF) | mesh (rasterised, from the previous stage)
+    particles: int = 1  # independent 3D models (VSD: sharing one LoRA)
+    train_geometry: bool = True  # volume: the field; mesh: vertex offsets
+    train_texture: bool = True  # mesh: the texture field
+    force_shading: Optional[str] = None  # e.g. "normal" for a geometry-only mesh stage
     prompt_processor: PromptConfig = field(default_factory=PromptConfig)
     camera: CameraConfig = field(default_factory=CameraConfig)
     geometry: ImplicitVolumeConfig = field(default_factory=ImplicitVolumeConfig)
+    mesh: MeshGeometryConfig = field(default_factory=MeshGeometryConfig)
     background: BackgroundConfig = field(default_factory=BackgroundConfig)
     renderer: RendererConfig = field(default_factory=RendererConfig)
-    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
+    mesh_renderer: MeshRendererConfig = field(default_factory=MeshRendererConfig)
+    guidance: VSDConfig = field(default_factory=lambda: VSDConfig(type="sds", guidance_scale=100.0,
+                                                                  max_step_percent=0.98))
     loss: LossConfig = field(default_factory=LossConfig)
     optimizer: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     turntable: TurntableConfig = field(default_factory=TurntableConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    stages: list[StageConfig] = field(default_factory=list)
 
 
 class RandomCameraDataset(torch.utils.data.Dataset):
@@ -103,8 +127,6 @@ class RandomCameraDataset(torch.utils.data.Dataset):
     with a DistributedSampler each rank renders its own cameras."""
 
     def __init__(self, cfg: CameraConfig, length: int, seed: int):
-        from gen3d.render.cameras import CameraSampler
-
         self.sampler, self.length, self.seed = CameraSampler(cfg), length, seed
 
     def __len__(self) -> int:
@@ -120,94 +142,151 @@ def batch_to_cameras(batch: dict, height: int, width: int) -> Cameras:
     return Cameras(height=height, width=width, **batch)
 
 
+def make_scene(cfg: Text3DConfig, background: nn.Module) -> nn.Module:
+    """One particle: its geometry inside its renderer (volume: NeRF; mesh: empty until initialised)."""
+    if cfg.representation == "volume":
+        return VolumeRenderer(cfg.renderer, ImplicitVolume(cfg.geometry), background)
+    return MeshRenderer(cfg.mesh_renderer, MeshGeometry(mesh_config(cfg)), background)
+
+
+def mesh_config(cfg: Text3DConfig) -> MeshGeometryConfig:
+    """The mesh's texture field has the NeRF's architecture so it starts from the NeRF's weights."""
+    return replace(cfg.mesh, texture=cfg.geometry, radius=cfg.geometry.radius)
+
+
 class Text3DSystem(L.LightningModule):
-    def __init__(self, cfg: Text3DConfig, run_dir: Path | None = None):
+    def __init__(self, cfg: Text3DConfig, prior: Prior | None = None):
         super().__init__()
-        self.cfg, self.run_dir = cfg, run_dir
-        self.geometry = ImplicitVolume(cfg.geometry)
+        self.cfg = cfg
         self.background = make_background(cfg.background)
-        self.renderer = VolumeRenderer(cfg.renderer, self.geometry, self.background)
-        self._prior = None  # plain attributes: not registered, not checkpointed
-        self._prompts = None
-        self._guidance = None
+        self.scenes = nn.ModuleList([make_scene(cfg, self.background) for _ in range(cfg.particles)])
+        self._prior = prior  # plain attributes: not registered, not checkpointed
+        self._prompts = self._guidance = None
+        self.vsd_lora = None  # set in setup_prior for VSD: trainable, checkpointed
         self._rng = random.Random(cfg.seed)
-        self.last_loss = float("nan")
-        self.first_loss = None
+        self.first_loss, self.last_loss = None, float("nan")
+        if cfg.guidance.type == "vsd" and prior is not None:
+            self.setup_prior()
 
-    # ----- frozen prior (loaded on the right device, outside the module tree) ----------------
-    def setup_prior(self) -> None:
-        if self._prior is not None:
+    # ----- frozen prior and guidance ------------------------------------------------------------
+    def setup_prior(self, device: torch.device | str | None = None) -> None:
+        """Load the prior (once) and build prompt embeddings and guidance on `device`."""
+        if self._guidance is not None:
             return
-        self._prior = load_prior(self.cfg.model, device=self.device)
+        if self._prior is None:
+            self._prior = load_prior(self.cfg.model, device=device or self.device)
         self._prompts = PromptEmbeddings(self._prior, self.cfg.prompt, self.cfg.prompt_processor)
-        self._guidance = SDSGuidance(self._prior, self.cfg.guidance)
+        if self.cfg.guidance.type == "vsd":
+            self._guidance = VSDGuidance(self._prior, self.cfg.guidance, lora=getattr(self._prior, "vsd_lora", None))
+            self._prior.vsd_lora = self._guidance.lora  # later stages on this prior continue the same LoRA
+            self.vsd_lora = self._guidance.lora
+        else:
+            self._guidance = SDSGuidance(self._prior, self.cfg.guidance)
 
-    def on_fit_start(self) -> None:
-        self.setup_prior()
+    def setup(self, stage: str) -> None:  # Lightning hook: before checkpoint restore and optimizers
+        self.setup_prior(self.trainer.strategy.root_device)
+
+    def init_from(self, prev: "Text3DSystem") -> None:
+        """Start this stage from the previous stage's trained particles (NeRF -> mesh, mesh -> mesh)."""
+        if len(prev.scenes) != len(self.scenes):
+            raise UserError(f"stage has {len(self.scenes)} particles but the previous stage has {len(prev.scenes)}")
+        self.background.load_state_dict(prev.background.state_dict())
+        for scene, old in zip(self.scenes, prev.scenes):
+            if isinstance(scene, MeshRenderer) and isinstance(old, VolumeRenderer):
+                scene.geometry = MeshGeometry.from_implicit(old.geometry, mesh_config(self.cfg))
+            else:
+                scene.geometry.load_state_dict(old.geometry.state_dict())
+        self._prior = self._prior or prev._prior
 
     # ----- training ---------------------------------------------------------------------------------
+    def particle_index(self, step: int) -> int:
+        """Round-robin over particles (each rank its own offset under DDP)."""
+        return (step * self.trainer.world_size + self.trainer.global_rank) % len(self.scenes) \
+            if self._trainer is not None else step % len(self.scenes)
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        step = self.global_step
-        cams = batch_to_cameras(batch, self.cfg.camera.height, self.cfg.camera.width)
-        out = self.renderer(cams, shading=pick_shading(step, self.cfg.renderer.shading, self._rng))
+        cfg, step = self.cfg, self.global_step
+        cams = batch_to_cameras(batch, cfg.camera.height, cfg.camera.width)
+        scene = self.scenes[self.particle_index(step)]
+        shading = cfg.force_shading or pick_shading(step, scene.cfg.shading, self._rng)
+        out = scene(cams, shading=shading)
         cond, uncond = self._prompts(cams.elevation, cams.azimuth)
         images = out["comp_rgb"].permute(0, 3, 1, 2)  # [B,3,H,W]
-        g = self._guidance(images, cond, uncond, step)
-        losses = {"sds": g["loss"]}
-        opacity = out["opacity"].clamp(1e-5, 1 - 1e-5)
-        losses["sparsity"] = opacity.mean()
-        losses["opaque"] = -(opacity * opacity.log() + (1 - opacity) * (1 - opacity).log()).mean()
-        if "orient_loss" in out:
-            losses["orient"] = out["orient_loss"]
-        total = sum(schedule_value(getattr(self.cfg.loss, k), step) * v for k, v in losses.items()
-                    if schedule_value(getattr(self.cfg.loss, k), step))
+        if cfg.guidance.type == "vsd":
+            g = self._guidance(images, cond, uncond, step, c2w=cams.c2w)
+        else:
+            g = self._guidance(images, cond, uncond, step)
+        terms = {"guidance": g["loss"], **self.regularisers(scene, out)}
+        total = sum(w * terms[k] for k in terms if (w := schedule_value(getattr(cfg.loss, k), step)))
+        if "loss_lora" in g:
+            total = total + g["loss_lora"]
+            self.log("loss_lora", g["loss_lora"].detach(), batch_size=len(cams))
         self.log("loss", total.detach(), prog_bar=True, batch_size=len(cams))
         self.log("t", g["t"].float().mean(), prog_bar=True, batch_size=len(cams))
         self.log("grad_norm", g["grad_norm"], batch_size=len(cams))
         self.last_loss = float(total.detach())
-        if self.first_loss is None:
-            self.first_loss = self.last_loss
+        self.first_loss = self.last_loss if self.first_loss is None else self.first_loss
         return total
 
+    def regularisers(self, scene: nn.Module, out: dict) -> dict:
+        if isinstance(scene, MeshRenderer):
+            return {"normal_consistency": scene.geometry.normal_consistency(),
+                    "laplacian": scene.geometry.laplacian_smoothing()}
+        opacity = out["opacity"].clamp(1e-5, 1 - 1e-5)
+        terms = {"sparsity": opacity.mean(),
+                 "opaque": -(opacity * opacity.log() + (1 - opacity) * (1 - opacity).log()).mean()}
+        if "orient_loss" in out:
+            terms["orient"] = out["orient_loss"]
+        return terms
+
     def on_train_batch_start(self, batch, batch_idx) -> None:
-        self.renderer.update_step(self.global_step)
+        for scene in self.scenes:
+            scene.update_step(self.global_step)
 
     def configure_optimizers(self):
-        o = self.cfg.optimizer
-        groups = [{"params": list(self.geometry.parameters()), "lr": o.lr}]
-        bg = list(self.background.parameters())
-        if bg:
-            groups.append({"params": bg, "lr": o.lr_background})
+        o, cfg = self.cfg.optimizer, self.cfg
+        groups = []
+        for scene in self.scenes:
+            geo = scene.geometry
+            if isinstance(geo, MeshGeometry):
+                if cfg.train_geometry and geo.offsets.numel():
+                    groups.append({"params": [geo.offsets], "lr": o.lr_offsets})
+                if cfg.train_texture:
+                    groups.append({"params": list(geo.texture.parameters()), "lr": o.lr})
+            elif cfg.train_geometry:
+                groups.append({"params": list(geo.parameters()), "lr": o.lr})
+        if list(self.background.parameters()):
+            groups.append({"params": list(self.background.parameters()), "lr": o.lr_background})
+        if self.vsd_lora is not None:
+            groups.append({"params": list(self.vsd_lora.parameters()), "lr": cfg.guidance.lora_lr})
+        self.freeze_untrained({id(p) for g in groups for p in g["params"]})
         return torch.optim.Adam(groups, betas=tuple(o.betas), eps=o.eps)
+
+    def freeze_untrained(self, trained: set[int]) -> None:
+        for p in self.parameters():
+            p.requires_grad_(id(p) in trained)
 
     # ----- rendering for people ---------------------------------------------------------------------
     @torch.no_grad()
-    def render_views(self, cams: Cameras, shading: str = "albedo", chunk: int = 4) -> dict:
+    def render_views(self, cams: Cameras, particle: int = 0, shading: str = "albedo", chunk: int = 4) -> dict:
         """Render cameras in chunks; returns rgb [N,H,W,3] and normal [N,H,W,3] on the CPU."""
+        scene = self.scenes[particle]
         rgbs, normals = [], []
         for i in range(0, len(cams), chunk):
-            out = self.renderer(cams[i:i + chunk].to(self.device), shading=shading)
+            out = scene(cams[i:i + chunk].to(self.device), shading=shading, with_normal=True)
             rgbs.append(out["comp_rgb"].float().cpu())
             normals.append((out["comp_normal"].float().cpu() * 0.5 + 0.5) * out["opacity"].float().cpu())
         return {"rgb": torch.cat(rgbs), "normal": torch.cat(normals)}
 
     def preview_cameras(self, size: int) -> Cameras:
-        n = 4
         az = torch.tensor([0.0, 90.0, 180.0, -90.0])
         c = self.cfg.turntable
-        return make_cameras(torch.full((n,), c.elevation), az, torch.full((n,), c.distance),
-                            torch.full((n,), c.fovy), size, size)
+        return make_cameras(torch.full((4,), c.elevation), az, torch.full((4,), c.distance),
+                            torch.full((4,), c.fovy), size, size)
 
     def turntable_cameras(self) -> Cameras:
         c = self.cfg.turntable
         return turntable(c.n_views, c.elevation, c.distance, c.fovy, c.resolution, c.resolution)
-
-    # ----- export -----------------------------------------------------------------------------------
-    def density_fn(self, points: torch.Tensor) -> torch.Tensor:
-        return self.geometry.density(points.to(self.device)).float().cpu()
-
-    def albedo_fn(self, points: torch.Tensor) -> torch.Tensor:
-        return self.geometry.albedo(points.to(self.device)).float().cpu()
 
 
 def check_config(cfg: Text3DConfig) -> None:
@@ -216,14 +295,23 @@ def check_config(cfg: Text3DConfig) -> None:
         raise UserError("the prompt is empty: pass --prompt \"a red cube\"")
     if cfg.trainer.max_steps < 0:
         raise UserError("trainer.max_steps must be >= 0")
-    if cfg.guidance.type != "sds":
-        raise UserError(f"guidance.type '{cfg.guidance.type}' is not available for this system (use 'sds')")
+    if cfg.particles < 1:
+        raise UserError(f"--particles must be at least 1 (got {cfg.particles})")
+    if cfg.guidance.type not in ("sds", "vsd"):
+        raise UserError(f"guidance.type must be 'sds' or 'vsd' (got '{cfg.guidance.type}')")
+    if cfg.representation not in REPRESENTATIONS:
+        raise UserError(f"representation must be one of {', '.join(REPRESENTATIONS)} (got '{cfg.representation}')")
 
 
-def validate(cfg: Text3DConfig) -> None:
-    """Checks done before anything is written: config consistency, model and prompt."""
+def validate(cfg: Text3DConfig, run_dir: Path | None = None, stage: str | None = None,
+             from_run: Path | None = None) -> None:
+    """Checks done before anything is written: every stage's config, --stage/--from, the model
+    and the prompt."""
     from gen3d.diffusion.prior import resolve_model
     from gen3d.diffusion.prompts import check_vocabulary
+    from gen3d.systems.runner import start_point
 
-    check_config(cfg)
+    start_point(cfg, run_dir, stage, from_run)
+    if cfg.stages and cfg.stages[0].overrides.get("representation", cfg.representation) == "mesh":
+        raise UserError("the first stage must be a volume (NeRF) stage: mesh stages start from one")
     check_vocabulary(resolve_model(cfg.model), cfg.prompt)

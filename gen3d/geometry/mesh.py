@@ -1,0 +1,148 @@
+"""Explicit mesh geometry for the mesh stages (Magic3D / ProlificDreamer refinement).
+
+A fixed triangle mesh (e.g. marching cubes of the coarse NeRF's density) with learnable
+per-vertex offsets and a texture field: an `ImplicitVolume` whose albedo head is queried at
+surface points (so the coarse stage's field can be copied into it as the starting texture).
+Topology (faces) and the base vertices are buffers in the state dict: loading a checkpoint
+into any MeshGeometry (even an empty one) restores the mesh, so resume and export-only work.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Union
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import trimesh
+
+from gen3d.export.extract import extract_mesh
+from gen3d.geometry.implicit import ImplicitVolume, ImplicitVolumeConfig
+from gen3d.geometry.mesh_losses import MeshTopology, face_normals, laplacian_smoothing, mesh_topology, normal_consistency
+
+OFFSET_TYPES = ("free", "normal", "none")
+
+
+@dataclass
+class MeshGeometryConfig:
+    radius: float = 1.0  # world box [-R, R]^3 (extraction grid and texture field)
+    offset_type: str = "free"  # free: [V,3] offsets; normal: [V,1] along the base normals; none: fixed
+    # texture field (its density head is unused); same config as the coarse stage's geometry,
+    # so that stage's weights can be loaded into it
+    texture: ImplicitVolumeConfig = field(default_factory=ImplicitVolumeConfig)
+    # from_field defaults: marching-cubes grid, density level ("auto" = Otsu), floater removal
+    resolution: int = 96
+    threshold: Union[float, str] = "auto"
+    min_component_fraction: float = 0.05
+    chunk_size: int = 65536
+
+
+class MeshGeometry(nn.Module):
+    """Mesh with learnable vertex offsets and an albedo field.
+
+    vertices() [V,3], faces [F,3] long, vertex_normals() [V,3], albedo(points [N,3]) -> [N,3].
+    """
+
+    def __init__(self, cfg: MeshGeometryConfig = MeshGeometryConfig(),
+                 vertices: torch.Tensor | np.ndarray | None = None, faces: torch.Tensor | np.ndarray | None = None):
+        super().__init__()
+        if cfg.offset_type not in OFFSET_TYPES:
+            raise ValueError(f"offset_type must be one of {OFFSET_TYPES}, got {cfg.offset_type!r}")
+        self.cfg = cfg
+        v = torch.as_tensor(np.zeros((0, 3)) if vertices is None else vertices, dtype=torch.float32)
+        f = torch.as_tensor(np.zeros((0, 3)) if faces is None else faces).long()
+        self.register_buffer("base_vertices", v.clone())
+        self.register_buffer("faces", f.clone())
+        self.offsets = nn.Parameter(torch.zeros(v.shape[0], self._offset_dim()))
+        self.texture = ImplicitVolume(cfg.texture)
+        self._topology: MeshTopology | None = None
+        self._base_normals: torch.Tensor | None = None
+
+    def _offset_dim(self) -> int:
+        return {"free": 3, "normal": 1, "none": 0}[self.cfg.offset_type]
+
+    # -- construction -----------------------------------------------------------------------
+    @classmethod
+    def from_field(cls, density_fn: Callable[[torch.Tensor], torch.Tensor], cfg: MeshGeometryConfig = MeshGeometryConfig(),
+                   resolution: int | None = None, threshold: float | str | None = None,
+                   radius: float | None = None, device=None) -> "MeshGeometry":
+        """Marching cubes of density_fn (points [N,3] -> [N] or [N,1]) with the exporter's extraction."""
+        mesh, _ = extract_mesh(density_fn, cfg.radius if radius is None else radius,
+                               cfg.resolution if resolution is None else resolution,
+                               cfg.threshold if threshold is None else threshold,
+                               cfg.chunk_size, cfg.min_component_fraction, device)
+        return cls(cfg, mesh.vertices, mesh.faces)
+
+    @classmethod
+    def from_implicit(cls, volume: ImplicitVolume, cfg: MeshGeometryConfig = MeshGeometryConfig(), **kwargs) -> "MeshGeometry":
+        """Start the mesh stage from a trained ImplicitVolume: its density's isosurface, and its
+        weights as the initial texture field (when the configs match)."""
+        device = next(volume.parameters()).device
+        geo = cls.from_field(volume.density, cfg, device=device, **kwargs)
+        try:
+            geo.texture.load_state_dict(volume.state_dict())
+        except RuntimeError:  # different hash grid / MLP sizes: keep the fresh texture field
+            pass
+        return geo.to(device)
+
+    # -- geometry ---------------------------------------------------------------------------
+    @property
+    def topology(self) -> MeshTopology:
+        """Edges and adjacent face pairs (computed once per topology)."""
+        if self._topology is None or self._topology.edges.device != self.faces.device:
+            self._topology = mesh_topology(self.faces)
+        return self._topology
+
+    def base_normals(self) -> torch.Tensor:
+        if self._base_normals is None or self._base_normals.shape[0] != self.base_vertices.shape[0] \
+                or self._base_normals.device != self.base_vertices.device:
+            self._base_normals = vertex_normals(self.base_vertices, self.faces)
+        return self._base_normals
+
+    def vertices(self) -> torch.Tensor:
+        """Current vertex positions [V,3] (differentiable w.r.t. the offsets)."""
+        if self.cfg.offset_type == "free":
+            return self.base_vertices + self.offsets
+        if self.cfg.offset_type == "normal":
+            return self.base_vertices + self.offsets * self.base_normals()
+        return self.base_vertices
+
+    def vertex_normals(self) -> torch.Tensor:
+        """Area-weighted unit vertex normals [V,3] of the current vertices (differentiable)."""
+        return vertex_normals(self.vertices(), self.faces)
+
+    def albedo(self, points: torch.Tensor) -> torch.Tensor:
+        """Albedo [N,3] in [0,1] at world points [N,3]."""
+        return self.texture.albedo(points)
+
+    def normal_consistency(self) -> torch.Tensor:
+        return normal_consistency(self.vertices(), self.faces, self.topology)
+
+    def laplacian_smoothing(self) -> torch.Tensor:
+        return laplacian_smoothing(self.vertices(), self.topology)
+
+    @torch.no_grad()
+    def to_trimesh(self) -> trimesh.Trimesh:
+        """The current mesh (CPU, float64) for export_trimesh."""
+        return trimesh.Trimesh(self.vertices().detach().double().cpu().numpy(), self.faces.cpu().numpy(), process=False)
+
+    # -- checkpoints: shapes come from the checkpoint -------------------------------------------
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        for name in ("base_vertices", "faces"):
+            if prefix + name in state_dict:
+                src = state_dict[prefix + name]
+                setattr(self, name, torch.empty(src.shape, dtype=getattr(self, name).dtype, device=getattr(self, name).device))
+        if prefix + "offsets" in state_dict:
+            self.offsets.data = torch.empty_like(state_dict[prefix + "offsets"], device=self.offsets.device)
+        self._topology = self._base_normals = None
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
+
+def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """Area-weighted unit vertex normals [V,3] of verts [V,3], faces [F,3]."""
+    fn = face_normals(verts, faces, normalize=False)  # length = 2 x area
+    acc = torch.zeros_like(verts).index_add(0, faces.reshape(-1), fn.repeat_interleave(3, dim=0))
+    return F.normalize(acc, dim=-1, eps=1e-12)

@@ -1,0 +1,77 @@
+"""Backgrounds: colour as a function of the view direction, composited behind the object."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+
+@dataclass
+class BackgroundConfig:
+    type: str = "mlp"  # mlp | solid
+    color: tuple[float, float, float] = (1.0, 1.0, 1.0)  # solid colour
+    n_frequencies: int = 2  # sin/cos frequencies of the direction encoding (mlp)
+    hidden: int = 16
+    n_hidden_layers: int = 1
+    # while training, with this probability the whole batch gets a random solid colour instead
+    # (discourages the field from painting the object into the background)
+    random_aug_prob: float = 0.0
+
+
+def encode_direction(dirs: torch.Tensor, n_frequencies: int) -> torch.Tensor:
+    """Unit dirs [...,3] -> [..., 3 + 6 * n_frequencies] (identity + sin/cos(2^k pi d))."""
+    feats = [dirs]
+    for k in range(n_frequencies):
+        a = (2.0**k * math.pi) * dirs
+        feats += [torch.sin(a), torch.cos(a)]
+    return torch.cat(feats, dim=-1)
+
+
+class _RandomAug(nn.Module):
+    def __init__(self, prob: float):
+        super().__init__()
+        self.random_aug_prob = prob
+
+    def maybe_random(self, rgb: torch.Tensor) -> torch.Tensor:
+        if self.training and self.random_aug_prob > 0 and torch.rand(()) < self.random_aug_prob:
+            return torch.rand(3, dtype=rgb.dtype, device=rgb.device).expand_as(rgb)
+        return rgb
+
+
+class SolidBackground(_RandomAug):
+    """forward(dirs [...,3]) -> the constant colour [...,3]."""
+
+    def __init__(self, cfg: BackgroundConfig):
+        super().__init__(cfg.random_aug_prob)
+        self.register_buffer("color", torch.tensor(cfg.color, dtype=torch.float32), persistent=False)
+
+    def forward(self, dirs: torch.Tensor) -> torch.Tensor:
+        return self.maybe_random(self.color.to(dirs.dtype).expand(*dirs.shape[:-1], 3))
+
+
+class MLPBackground(_RandomAug):
+    """forward(dirs [...,3]) -> sigmoid(MLP(encode(dirs))) [...,3]."""
+
+    def __init__(self, cfg: BackgroundConfig):
+        super().__init__(cfg.random_aug_prob)
+        self.cfg = cfg
+        layers, width = [], 3 + 6 * cfg.n_frequencies
+        for _ in range(cfg.n_hidden_layers):
+            layers += [nn.Linear(width, cfg.hidden), nn.ReLU(inplace=True)]
+            width = cfg.hidden
+        layers.append(nn.Linear(width, 3))
+        self.mlp = nn.Sequential(*layers)
+
+    def forward(self, dirs: torch.Tensor) -> torch.Tensor:
+        rgb = torch.sigmoid(self.mlp(encode_direction(dirs, self.cfg.n_frequencies)))
+        return self.maybe_random(rgb)
+
+
+def make_background(cfg: BackgroundConfig = BackgroundConfig()) -> nn.Module:
+    if cfg.type == "mlp":
+        return MLPBackground(cfg)
+    if cfg.type == "solid":
+        return SolidBackground(cfg)
+    raise ValueError(f"unknown background type {cfg.type!r} (use mlp or solid)")
