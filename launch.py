@@ -31,6 +31,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="continue a run: its directory or a checkpoint file; without PATH, the newest run of this config and prompt")
     p.add_argument("--export-only", action="store_true", help="skip training; render the turntable and export the mesh of --resume")
     p.add_argument("--device", choices=["cpu", "cuda"], help="where to run (default: cuda when available)")
+    p.add_argument("--gpus", metavar="LIST|N", help="CUDA devices for DDP: '0,1,2,3' or a count ('4')")
+    p.add_argument("--devices", type=int, help="number of processes on --device (e.g. --device cpu --devices 2: DDP over gloo)")
     p.add_argument("--stage", help="multi-stage methods: start at this stage (its predecessor from --from or this run)")
     p.add_argument("--from", dest="from_run", metavar="RUN_DIR", help="take the previous stage's checkpoint from another run")
     p.add_argument("--particles", type=int, help="VSD: number of 3D models optimised together (each exported)")

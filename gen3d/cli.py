@@ -9,6 +9,7 @@ from pathlib import Path
 
 from gen3d.config import build_config, read_yaml, resolve_config_path
 from gen3d.errors import UserError
+from gen3d.utils.distributed import device_overrides, global_rank, inherited_run_dir, share_run_dir
 from gen3d.utils.rundir import check_writable, new_run_dir, slugify
 
 # system name -> (config dataclass, run function, validate function or None), as "module:attr"
@@ -110,16 +111,22 @@ def run_from_args(args: argparse.Namespace) -> dict:
         raise UserError(f"config must name a system: 'system: <name>' with one of {', '.join(SYSTEMS)} (got {system!r})")
     schema_ref, run_ref, validate_ref = SYSTEMS[system]
     schema_cls = _load(schema_ref)
-    cfg = build_config(schema_cls, yaml_cfg, _flag_overrides(args, schema_cls), list(args.overrides))
+    devices = device_overrides(args.gpus, args.devices, args.device)
+    if devices and not _has_key(schema_cls(), "trainer.devices"):
+        raise UserError("--gpus / --devices do not apply to this config")
+    cfg = build_config(schema_cls, yaml_cfg, _flag_overrides(args, schema_cls), devices, list(args.overrides))
     options = {k: v for k, v in (("stage", args.stage), ("from_run", args.from_run)) if v is not None}
     if validate_ref:
         _load(validate_ref)(cfg, run_dir=run_dir, **options)
     if args.export_only and run_dir is None:
         raise UserError("--export-only needs --resume PATH (a run directory or a checkpoint)")
+    method_root = Path(getattr(cfg, "output", "outputs")) / getattr(cfg, "name", system)
+    run_dir = run_dir or inherited_run_dir(method_root)
     if run_dir is None:
-        root = Path(getattr(cfg, "output", "outputs"))
-        check_writable(root)
-        run_dir = new_run_dir(root, getattr(cfg, "name", system), getattr(cfg, "prompt", "") or "run")
-    _add_log_file(run_dir)
-    logging.getLogger("gen3d").info("run directory: %s", run_dir)
+        check_writable(method_root)
+        run_dir = new_run_dir(method_root.parent, method_root.name, getattr(cfg, "prompt", "") or "run")
+    share_run_dir(run_dir, method_root)
+    if global_rank() == 0:
+        _add_log_file(run_dir)
+        logging.getLogger("gen3d").info("run directory: %s", run_dir)
     return _load(run_ref)(cfg, run_dir, resume, args.export_only, **options)

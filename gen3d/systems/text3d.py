@@ -9,6 +9,7 @@ optimizers and DDP. The VSD LoRA is a submodule (it is trained and checkpointed)
 """
 from __future__ import annotations
 
+import logging
 import random
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -183,8 +184,24 @@ class Text3DSystem(L.LightningModule):
         else:
             self._guidance = SDSGuidance(self._prior, self.cfg.guidance)
 
-    def setup(self, stage: str) -> None:  # Lightning hook: before checkpoint restore and optimizers
+    def setup(self, stage: str) -> None:  # Lightning hook: before checkpoint restore, optimizers and DDP
+        # rank 0 fills the text-embedding cache while the others wait, then they read it
+        if self.trainer.global_rank == 0:
+            self.setup_prior(self.trainer.strategy.root_device)
+        self.trainer.strategy.barrier("gen3d-prior")
         self.setup_prior(self.trainer.strategy.root_device)
+
+    def on_train_end(self) -> None:
+        """Multi-process runs: check (and log) that every rank ends with the same parameters."""
+        if self.trainer.world_size < 2:
+            return
+        flat = torch.cat([p.detach().float().reshape(-1) for p in self.parameters()])
+        checksum = torch.stack([flat.sum(), (flat * torch.arange(flat.numel(), device=flat.device) % 7).sum()])
+        every = self.trainer.strategy.all_gather(checksum)
+        same = bool(torch.allclose(every, every[0:1].expand_as(every), rtol=0, atol=0))
+        if self.trainer.is_global_zero:
+            logging.getLogger("gen3d").info("ddp: parameters %s across %d ranks", "identical" if same else "DIFFER",
+                                            self.trainer.world_size)
 
     def init_from(self, prev: "Text3DSystem") -> None:
         """Start this stage from the previous stage's trained particles (NeRF -> mesh, mesh -> mesh)."""

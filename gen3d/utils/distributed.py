@@ -1,0 +1,99 @@
+"""Process rank and device selection for multi-process runs (Lightning DDP, torchrun, SLURM).
+
+Lightning's launchers re-run `launch.py` for every extra local process; those children must reuse
+the run directory that rank 0 created, which rank 0 passes on in GEN3D_RUN_DIR.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from gen3d.errors import UserError
+
+RUN_DIR_ENV = "GEN3D_RUN_DIR"
+
+
+def global_rank() -> int:
+    """Rank of this process as set by torchrun (RANK), SLURM (SLURM_PROCID) or Lightning (LOCAL_RANK)."""
+    for key in ("RANK", "SLURM_PROCID"):
+        if key in os.environ:
+            return int(os.environ[key])
+    node = int(os.environ.get("NODE_RANK", os.environ.get("GROUP_RANK", 0)))
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", 1)) if node else 1
+    return node * per_node + local
+
+
+def job_id() -> str | None:
+    """Identifier of an externally launched multi-process job (torchrun or SLURM), else None."""
+    for key in ("TORCHELASTIC_RUN_ID", "SLURM_JOB_ID"):
+        if os.environ.get(key):
+            return os.environ[key]
+    return None
+
+
+def _marker(root: Path, job: str) -> Path:
+    return root / f".job-{job}"
+
+
+def inherited_run_dir(root: Path, timeout_s: float = 120.0) -> Path | None:
+    """On ranks other than 0: the run directory rank 0 created (None on rank 0).
+
+    Processes that Lightning starts get it in GEN3D_RUN_DIR; processes started by torchrun or
+    SLURM find it in a marker file rank 0 writes under the output root (shared file system). A
+    rank that cannot see it (no shared file system) gets a private scratch directory: ranks other
+    than 0 write nothing anyway.
+    """
+    if global_rank() == 0:
+        return None
+    value = os.environ.get(RUN_DIR_ENV)
+    if value:
+        return Path(value)
+    job = job_id()
+    if job is None:
+        return None
+    marker, deadline = _marker(root, job), time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if marker.is_file():
+            return Path(marker.read_text().strip())
+        time.sleep(0.5)
+    return Path(tempfile.mkdtemp(prefix=f"gen3d-rank{global_rank()}-"))
+
+
+def share_run_dir(run_dir: Path, root: Path) -> None:
+    """Rank 0: tell the other ranks where the run lives (environment for Lightning's children,
+    a marker file for torchrun/SLURM jobs)."""
+    os.environ[RUN_DIR_ENV] = str(run_dir)
+    job = job_id()
+    if job is not None and global_rank() == 0:
+        from gen3d.utils.atomic import write_text_atomic
+
+        write_text_atomic(_marker(root, job), str(run_dir))
+
+
+def device_overrides(gpus: str | None, devices: int | None, device: str | None) -> dict:
+    """Config overrides for --gpus / --devices, with one-line errors for impossible requests."""
+    import torch
+
+    out: dict = {}
+    if gpus is not None:
+        if not torch.cuda.is_available():
+            raise UserError("--gpus needs CUDA, and this machine has none (for CPU processes use --device cpu --devices N)")
+        available = torch.cuda.device_count()
+        try:
+            ids = [int(x) for x in gpus.split(",") if x.strip()] if "," in gpus else None
+            count = len(ids) if ids is not None else int(gpus)
+        except ValueError:
+            raise UserError(f"--gpus must be a list like 0,1,2,3 or a count like 4 (got '{gpus}')") from None
+        if count < 1 or count > available or (ids and max(ids) >= available):
+            raise UserError(f"--gpus {gpus}: this machine has {available} CUDA device(s)")
+        out = {"device": "cuda", "trainer": {"devices": ids if ids is not None else count}}
+    if devices is not None:
+        if devices < 1:
+            raise UserError(f"--devices must be at least 1 (got {devices})")
+        if (device == "cuda" or gpus) and devices > torch.cuda.device_count():
+            raise UserError(f"--devices {devices}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        out.setdefault("trainer", {})["devices"] = devices
+    return out
