@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import inspect
 import logging
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from gen3d.utils.rundir import check_writable, new_run_dir, slugify
 SYSTEMS = {
     **{method: ("gen3d.systems.text3d:Text3DConfig", "gen3d.systems.runner:run_text3d",
                 "gen3d.systems.text3d:validate") for method in ("dreamfusion", "magic3d", "prolificdreamer")},
+    **{method: ("video.config:VideoEditConfig", "video.run:run_video", "video.run:validate")
+       for method in ("tuneavideo", "controlvideo")},
     "builtin-prior": ("gen3d.prior.train:PriorTrainConfig", "gen3d.prior.train:main", None),
 }
 
@@ -28,6 +31,16 @@ FLAG_KEYS = {"prompt": "prompt", "model": "model", "seed": "seed", "steps": "tra
 def _load(ref: str):
     module, attr = ref.split(":")
     return getattr(importlib.import_module(module), attr)
+
+
+def _call(fn, *args, **kwargs):
+    """Call fn with the keyword options it accepts; options it does not know are a UserError."""
+    accepted = inspect.signature(fn).parameters
+    unknown = [k for k, v in kwargs.items() if k not in accepted and v is not None and k != "run_dir"]
+    if unknown:
+        flag = {"from_run": "--from"}.get(unknown[0], f"--{unknown[0]}")
+        raise UserError(f"{flag} does not apply to this config")
+    return fn(*args, **{k: v for k, v in kwargs.items() if k in accepted})
 
 
 def _has_key(schema, dotted: str) -> bool:
@@ -117,7 +130,7 @@ def run_from_args(args: argparse.Namespace) -> dict:
     cfg = build_config(schema_cls, yaml_cfg, _flag_overrides(args, schema_cls), devices, list(args.overrides))
     options = {k: v for k, v in (("stage", args.stage), ("from_run", args.from_run)) if v is not None}
     if validate_ref:
-        _load(validate_ref)(cfg, run_dir=run_dir, **options)
+        _call(_load(validate_ref), cfg, run_dir=run_dir, **options)
     if args.export_only and run_dir is None:
         raise UserError("--export-only needs --resume PATH (a run directory or a checkpoint)")
     method_root = Path(getattr(cfg, "output", "outputs")) / getattr(cfg, "name", system)
@@ -129,4 +142,4 @@ def run_from_args(args: argparse.Namespace) -> dict:
     if global_rank() == 0:
         _add_log_file(run_dir)
         logging.getLogger("gen3d").info("run directory: %s", run_dir)
-    return _load(run_ref)(cfg, run_dir, resume, args.export_only, **options)
+    return _call(_load(run_ref), cfg, run_dir, resume, args.export_only, **options)

@@ -64,7 +64,7 @@ def make_trainer(cfg: Text3DConfig, ckpt_dir: Path, preview_dir: Path, stage: st
     t = cfg.trainer
     ckpt = ModelCheckpoint(dirpath=ckpt_dir, filename="step-{step:06d}", every_n_train_steps=t.checkpoint_every,
                            save_top_k=-1, save_last=True, auto_insert_metric_name=False)
-    preview = PreviewAndLog(preview_dir, t.preview_every, t.log_every, cfg.camera.height, stage)
+    preview = PreviewAndLog(preview_dir, t.preview_every, t.log_every, cfg.turntable.resolution, stage)
     n_devices = len(t.devices) if isinstance(t.devices, (list, tuple)) else int(t.devices)
     strategy = DDPStrategy(find_unused_parameters=True) if n_devices > 1 or _num_nodes() > 1 else "auto"
     return L.Trainer(

@@ -1,0 +1,120 @@
+"""Frame-aware attention on diffusers' attention-processor API (frames folded into the batch).
+
+Video latents travel through the UNet as [B*F, C, h, w]; every attention call receives
+`n_frames=F` through `cross_attention_kwargs`. `FrameAttnProcessor` replaces the processor of
+each transformer block's self-attention (attn1):
+
+- "sparse_causal" (Tune-A-Video): frame i attends to the tokens of frame 0 and frame i-1
+  (frame 0 to itself);
+- "key_frame" (ControlVideo): every frame attends to the tokens of the key frame;
+- "self": each frame attends to itself (a plain 2D UNet per frame).
+
+When the Attention module carries a `temporal` submodule (see `TemporalAttention`), the
+processor runs it right after the spatial attention: out = s + temporal(h + s), where h is the
+block's normalised input and s the spatial attention's output. Temporal modules start with a
+zero output projection, so a freshly inflated UNet equals the 2D UNet frame by frame.
+Cross-attention (attn2) keeps diffusers' own processor behaviour via `PassThroughProcessor`.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+from einops import rearrange
+
+SPATIAL_MODES = ("sparse_causal", "key_frame", "self")
+
+
+def frame_sources(mode: str, n_frames: int, key_frame: int = 0) -> list[list[int]]:
+    """For each frame, the frames whose tokens it attends to (the attention pattern, as indices)."""
+    if mode == "sparse_causal":
+        return [[0, max(i - 1, 0)] for i in range(n_frames)]
+    if mode == "key_frame":
+        return [[min(key_frame, n_frames - 1)] for _ in range(n_frames)]
+    if mode == "self":
+        return [[i] for i in range(n_frames)]
+    raise ValueError(f"unknown spatial attention mode {mode!r} (one of {', '.join(SPATIAL_MODES)})")
+
+
+class PassThroughProcessor(AttnProcessor2_0):
+    """diffusers' scaled-dot-product processor that accepts (and ignores) `n_frames`."""
+
+    def __call__(self, attn: Attention, hidden_states, encoder_hidden_states=None, attention_mask=None,
+                 temb=None, n_frames: int | None = None):
+        return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+
+
+class FrameAttnProcessor:
+    """Self-attention across frames (see module docstring); hidden_states [B*F, N, D]."""
+
+    def __init__(self, mode: str = "sparse_causal", key_frame: int = 0):
+        frame_sources(mode, 1)  # validates mode
+        self.mode, self.key_frame = mode, key_frame
+
+    def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states=None,
+                 attention_mask=None, temb=None, n_frames: int | None = None) -> torch.Tensor:
+        f = n_frames or 1
+        if encoder_hidden_states is not None or attention_mask is not None or hidden_states.ndim != 3:
+            out = AttnProcessor2_0()(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+        else:
+            out = self.spatial(attn, hidden_states, f)
+        temporal = getattr(attn, "temporal", None)
+        if temporal is not None:
+            out = out + temporal(hidden_states + out, f)
+        return out
+
+    def spatial(self, attn: Attention, x: torch.Tensor, f: int) -> torch.Tensor:
+        """x [B*F, N, D] -> [B*F, N, D]: queries of each frame, keys/values of its source frames."""
+        q, k, v = attn.to_q(x), attn.to_k(x), attn.to_v(x)
+        if self.mode != "self" and f > 1:
+            src = torch.tensor(frame_sources(self.mode, f, self.key_frame), device=x.device)  # [F, S]
+            k = rearrange(k, "(b f) n d -> b f n d", f=f)[:, src]  # [B, F, S, N, D]
+            v = rearrange(v, "(b f) n d -> b f n d", f=f)[:, src]
+            k = rearrange(k, "b f s n d -> (b f) (s n) d")
+            v = rearrange(v, "b f s n d -> (b f) (s n) d")
+        h = attn.heads
+        q, k, v = (rearrange(t, "b n (h d) -> b h n d", h=h) for t in (q, k, v))
+        out = F.scaled_dot_product_attention(q, k, v)
+        out = rearrange(out, "b h n d -> b n (h d)").to(q.dtype)
+        out = attn.to_out[1](attn.to_out[0](out))
+        return out / attn.rescale_output_factor
+
+
+class TemporalAttention(nn.Module):
+    """Attention along the frame axis at every spatial position: x [B*F, N, D] -> [B*F, N, D].
+
+    kind "tuneavideo": LayerNorm + a new Attention whose output projection is zero.
+    kind "controlvideo": LayerNorm + a copy of the block's spatial self-attention, followed by a
+    zero-initialised 1x1 projection (a Linear on channels).
+    """
+
+    def __init__(self, spatial: Attention, kind: str = "tuneavideo"):
+        super().__init__()
+        dim = spatial.to_q.in_features
+        self.norm = nn.LayerNorm(dim)
+        if kind == "tuneavideo":
+            self.attn = Attention(query_dim=dim, heads=spatial.heads, dim_head=spatial.to_q.out_features // spatial.heads,
+                                  bias=spatial.to_q.bias is not None)
+            self.proj = None
+            nn.init.zeros_(self.attn.to_out[0].weight)
+            nn.init.zeros_(self.attn.to_out[0].bias)
+        elif kind == "controlvideo":
+            self.attn = copy.deepcopy(spatial)
+            self.attn.set_processor(AttnProcessor2_0())
+            self.proj = nn.Linear(dim, dim)
+            nn.init.zeros_(self.proj.weight)
+            nn.init.zeros_(self.proj.bias)
+        else:
+            raise ValueError(f"unknown temporal module kind {kind!r} (tuneavideo | controlvideo)")
+        self.to(spatial.to_q.weight.dtype)
+
+    def forward(self, x: torch.Tensor, n_frames: int) -> torch.Tensor:
+        n = x.shape[1]
+        y = rearrange(x, "(b f) n d -> (b n) f d", f=n_frames)
+        y = self.attn(self.norm(y))
+        if self.proj is not None:
+            y = self.proj(y)
+        return rearrange(y, "(b n) f d -> (b f) n d", n=n)

@@ -1,0 +1,77 @@
+"""Typed config of the video-editing systems (Tune-A-Video and ControlVideo differ in YAML only)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+
+@dataclass
+class VideoTrainerConfig:
+    """Fine-tuning on the one input video (Lightning Trainer settings)."""
+
+    max_steps: int = 300
+    lr: float = 3e-5
+    weight_decay: float = 1e-2
+    precision: str = "32-true"  # 32-true | 16-mixed | bf16-mixed
+    accelerator: str = "auto"  # auto | cpu | cuda
+    devices: Any = 1
+    gradient_checkpointing: bool = False
+    checkpoint_every: int = 100
+    log_every: int = 25
+    num_threads: int = 0  # torch CPU threads (0: leave torch's default)
+
+
+@dataclass
+class InflationConfig:
+    """How the 2D UNet becomes a video UNet, and which of its parameters are fine-tuned."""
+
+    spatial: str = "sparse_causal"  # self-attention across frames: sparse_causal | key_frame | self
+    key_frame: int = 0  # the frame every frame attends to (key_frame mode)
+    temporal: str = "tuneavideo"  # temporal module after attn1: tuneavideo | controlvideo | none
+    # parameter-name substrings of the modules to train (matched against unet.named_parameters())
+    trainable: list[str] = field(default_factory=lambda: ["attn1.to_q", "attn2.to_q", "temporal"])
+
+
+@dataclass
+class SamplingConfig:
+    inversion_steps: int = 50
+    steps: int = 50  # sampling steps (the inverted latents are used at the same timesteps)
+    guidance_scale: float = 12.5
+    negative_prompt: str = ""
+    invert: bool = True  # False: start sampling from fresh noise (seeded) instead of inverted latents
+
+
+@dataclass
+class MetricsConfig:
+    clip_model: Optional[str] = None  # local folder / cached hub id of a CLIP model; None: try the cache
+    classifier: str = "extern/builtin-classifier"  # builtin prior's shape/colour classifier
+
+
+@dataclass
+class VideoEditConfig:
+    """Everything a video-editing run needs; configs/tuneavideo.yaml and controlvideo.yaml fill it in."""
+
+    system: str = "tuneavideo"  # tuneavideo | controlvideo
+    name: str = "tuneavideo"  # run directory: outputs/<name>/<prompt-slug>
+    model: str = "builtin"
+    prompt: str = ""  # caption of the source video
+    edit: list[str] = field(default_factory=list)  # edited prompts; each gives edit-<i>.mp4
+    video: str = ""  # .mp4, .gif or a folder of frames
+    frames: int = 8  # number of frames used
+    stride: int = 1  # use every stride-th frame
+    start: int = 0  # first frame used
+    size: int = 0  # square working resolution in pixels (0: the prior's native size)
+    fps: float = 0.0  # frame rate of folder inputs (0: 8); mp4/gif keep theirs
+    control: list[str] = field(default_factory=list)  # ControlVideo: "canny", "canny:0.7", "depth:0.5"
+    controlnet: Optional[str] = None  # ControlNet folder, or "canny=PATH,depth=PATH" for several controls
+    depth_model: Optional[str] = None  # transformers depth-estimation model folder (for control "depth")
+    canny_low: float = 0.1  # kornia canny thresholds (on [0,1] gradient magnitudes)
+    canny_high: float = 0.2
+    seed: int = 33
+    output: str = "outputs"
+    device: str = "auto"  # auto | cpu | cuda
+    cache_dir: str = ".cache/text_embeddings"
+    trainer: VideoTrainerConfig = field(default_factory=VideoTrainerConfig)
+    inflation: InflationConfig = field(default_factory=InflationConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)

@@ -1,0 +1,216 @@
+"""The video-editing system: validate(cfg) before anything is written, run_video(cfg, run_dir, ...).
+
+run_video: read the clip -> encode frames to latents -> inflate the prior's UNet (and ControlNets)
+-> fine-tune with Lightning on (video, source caption) -> DDIM-invert with the source caption
+(and the controls) -> for each edit prompt, sample with CFG from the inverted latents -> write
+edit-<i>.mp4/.gif, frames/edit-<i>/*.png, compare-<i>.mp4 (source | edit), metrics.json.
+Every file is written atomically; metrics.json is written last.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+from pathlib import Path
+
+import torch
+
+from gen3d.config import to_yaml
+from gen3d.diffusion.prior import load_prior, resolve_model
+from gen3d.diffusion.prompts import cached_text_embeddings
+from gen3d.errors import UserError
+from gen3d.utils.atomic import write_text_atomic
+from gen3d.utils.media import save_image, write_video
+from video.config import VideoEditConfig
+from video.control import (ControlledUNet, control_maps, load_controlnets, parse_controls, resolve_controlnets)
+from video.ddim import ddim_invert, ddim_sample, make_eps
+from video.inflate import inflate, select_trainable
+from video.io import read_video
+from video.metrics import Judge
+from video.tune import VideoTuner, fine_tune, load_trainable
+
+log = logging.getLogger("gen3d")
+SYSTEMS = ("tuneavideo", "controlvideo")
+
+
+def _is_builtin(model: str) -> bool:
+    from gen3d.diffusion.prior import BUILTIN_PRIOR
+
+    return model == "builtin" or Path(model).expanduser().resolve() == BUILTIN_PRIOR.resolve()
+
+
+def validate(cfg: VideoEditConfig) -> None:
+    """Every check that needs no model weights: UserError on the first problem."""
+    if cfg.system not in SYSTEMS:
+        raise UserError(f"system must be one of {', '.join(SYSTEMS)} (got {cfg.system!r})")
+    if not cfg.prompt or not cfg.prompt.strip():
+        raise UserError('the source caption is empty: pass --prompt "a blue sphere is moving"')
+    if not cfg.edit or any(not e or not str(e).strip() for e in cfg.edit):
+        raise UserError('no edit prompt: pass --edit "a red sphere is moving" (repeatable)')
+    controls = parse_controls(cfg.control)
+    if cfg.system == "tuneavideo" and controls:
+        raise UserError("--control applies to ControlVideo: use --config controlvideo.yaml")
+    if cfg.system == "controlvideo" and not controls:
+        raise UserError("ControlVideo needs at least one --control (e.g. --control canny)")
+    if cfg.size < 0 or cfg.size % 8:
+        raise UserError(f"--size must be a positive multiple of 8 (got {cfg.size})")
+    if cfg.trainer.max_steps < 0 or cfg.sampling.steps < 1 or cfg.sampling.inversion_steps < 1:
+        raise UserError("trainer.max_steps must be >= 0 and sampling.steps, sampling.inversion_steps >= 1")
+    read_video(cfg.video, cfg.frames, cfg.stride, cfg.start, cfg.size or 64, cfg.fps)
+    resolve_model(cfg.model)
+    kinds = [k for k, _ in controls]
+    resolve_controlnets(cfg.controlnet, kinds, _is_builtin(cfg.model))
+    if "depth" in kinds and not (cfg.depth_model and Path(cfg.depth_model).expanduser().is_dir()):
+        raise UserError("control 'depth' needs depth_model=PATH (a local transformers depth-estimation model folder)")
+
+
+def model_prompt(prior, text: str) -> str:
+    """For a closed-vocabulary tokenizer (the builtin prior's), drop the words it does not know."""
+    if len(prior.tokenizer.get_vocab()) > 5000:
+        return text
+    from gen3d.prior.tokenizer import check_prompt
+
+    kept, dropped = [], []
+    for word in re.findall(r"[^\s,]+|,", text):
+        try:
+            check_prompt(prior.tokenizer, word)
+            kept.append(word)
+        except ValueError:
+            dropped.append(word)
+    if dropped:
+        log.warning("the model does not know %s; using '%s'", ", ".join(repr(w) for w in dropped), " ".join(kept))
+    return " ".join(kept).replace(" ,", ",")
+
+
+@torch.no_grad()
+def encode_frames(prior, frames: torch.Tensor) -> torch.Tensor:
+    """frames [F,3,H,W] in [0,1] at the working size -> latents [F,C,h,w] (posterior mean: deterministic)."""
+    x = frames.to(prior.device, prior.dtype) * 2 - 1
+    if prior.vae is None:
+        return x
+    return prior.vae.encode(x).latent_dist.mean * prior.vae.config.scaling_factor
+
+
+def _accelerator(cfg: VideoEditConfig) -> str:
+    from gen3d.systems.runner import resolve_accelerator
+
+    return resolve_accelerator(cfg)
+
+
+def build_model(cfg: VideoEditConfig, prior, frames: torch.Tensor, run_dir: Path | None = None) -> torch.nn.Module:
+    """Inflate the prior's UNet in place (and wrap it with ControlNets for ControlVideo)."""
+    inf = cfg.inflation
+    unet = inflate(prior.unet, inf.spatial, inf.temporal, inf.key_frame)
+    names = select_trainable(unet, inf.trainable)
+    log.info("fine-tuning %d tensors (%.2fM parameters)", len(names),
+             sum(p.numel() for p in unet.parameters() if p.requires_grad) / 1e6)
+    controls = parse_controls(cfg.control)
+    if not controls:
+        return unet
+    paths = resolve_controlnets(cfg.controlnet, [k for k, _ in controls], _is_builtin(cfg.model))
+    nets = [inflate(n, inf.spatial, "none", inf.key_frame).to(prior.device) for n in load_controlnets(paths, prior.dtype)]
+    conds = []
+    for kind, _ in controls:
+        maps = control_maps(kind, frames.cpu(), cfg)
+        if run_dir is not None:
+            write_video(run_dir / f"control-{kind}.mp4", maps.permute(0, 2, 3, 1), fps=8)
+        conds.append(maps.to(prior.device, prior.dtype))
+    return ControlledUNet(unet, nets, conds, [w for _, w in controls])
+
+
+def _autocast(cfg: VideoEditConfig, device: torch.device):
+    p = str(cfg.trainer.precision)
+    if device.type != "cuda" or not p.endswith("mixed"):
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16 if p.startswith("bf16") else torch.float16)
+
+
+def write_edit(run_dir: Path, i: int, source: torch.Tensor, edited: torch.Tensor, fps: float) -> dict:
+    """source / edited [F,3,H,W] in [0,1] -> edit-i.mp4, edit-i.gif, frames/edit-i/*.png, compare-i.mp4."""
+    ed = edited.permute(0, 2, 3, 1).cpu()
+    src = source.permute(0, 2, 3, 1).cpu()
+    for k, frame in enumerate(ed):
+        save_image(run_dir / "frames" / f"edit-{i}" / f"{k:04d}.png", frame)
+    paths = {"mp4": write_video(run_dir / f"edit-{i}.mp4", ed, fps=fps),
+             "gif": write_video(run_dir / f"edit-{i}.gif", ed, fps=fps),
+             "compare": write_video(run_dir / f"compare-{i}.mp4", torch.cat([src, ed], dim=2), fps=fps)}
+    return {k: str(v) for k, v in paths.items()}
+
+
+def run_video(cfg: VideoEditConfig, run_dir: Path, resume: Path | None = None, export_only: bool = False) -> dict:
+    validate(cfg)
+    import lightning as L
+
+    run_dir = Path(run_dir)
+    if cfg.trainer.num_threads > 0:
+        torch.set_num_threads(cfg.trainer.num_threads)
+    rank = int(os.environ.get("RANK", 0))
+    L.seed_everything(cfg.seed + rank, workers=True, verbose=False)
+    accelerator = _accelerator(cfg)
+    device = torch.device("cuda" if accelerator in ("cuda", "gpu") else "cpu")
+    prior = load_prior(cfg.model, device)
+    size = cfg.size or prior.image_size
+    clip = read_video(cfg.video, cfg.frames, cfg.stride, cfg.start, size, cfg.fps)
+    frames = clip.frames.to(device)
+    latents = encode_frames(prior, frames)
+    prompts = [model_prompt(prior, p) for p in [cfg.prompt, *cfg.edit, cfg.sampling.negative_prompt]]
+    emb = cached_text_embeddings(prior, prompts, cfg.cache_dir)  # [2 + n_edits, L, D]
+    src_emb, edit_embs, neg_emb = emb[:1], emb[1:-1], emb[-1:]
+
+    if rank == 0:
+        write_text_atomic(run_dir / "config.yaml", to_yaml(cfg))
+    model = build_model(cfg, prior, frames, run_dir if rank == 0 else None)
+    tuner = VideoTuner(model, latents, src_emb, prior.scheduler, cfg.trainer.lr, cfg.trainer.weight_decay)
+    if export_only:
+        if resume is None:
+            raise UserError("--export-only needs --resume PATH (a run directory or a checkpoint)")
+        load_trainable(tuner, resume)
+        is_zero = True
+    else:
+        trainer = fine_tune(tuner, cfg, run_dir, accelerator, resume)
+        is_zero = trainer.is_global_zero
+    result = {"run_dir": str(run_dir), "first_loss": tuner.first_loss, "last_loss": tuner.last_loss, "edits": []}
+    if not is_zero:
+        return result
+
+    model = tuner.model.to(device).eval()
+    s = cfg.sampling
+    with _autocast(cfg, device):
+        if s.invert:
+            x_t = ddim_invert(make_eps(prior, model, src_emb), latents, prior, s.inversion_steps)
+        judge = Judge(cfg.metrics.clip_model, cfg.metrics.classifier, prior)
+        metrics = {"source": judge.report(frames.cpu(), cfg.prompt), "edits": []}
+        write_video(run_dir / "source.mp4", frames.permute(0, 2, 3, 1).cpu(), fps=clip.fps)
+        for i, (text, e) in enumerate(zip(cfg.edit, edit_embs)):
+            if not s.invert:
+                g = torch.Generator().manual_seed(cfg.seed + i)
+                x_t = torch.randn(latents.shape, generator=g).to(device)
+            eps = make_eps(prior, model, e[None], neg_emb, s.guidance_scale)
+            out = ddim_sample(eps, x_t, prior, s.steps)
+            with torch.no_grad():
+                edited = prior.decode_latents(out.to(prior.dtype)).float().cpu()
+            paths = write_edit(run_dir, i, frames.cpu(), edited, clip.fps)
+            metrics["edits"].append({**judge.report(edited, text), "files": paths})
+            result["edits"].append(paths)
+    metrics.update(fps=clip.fps, frames=clip.indices, size=size, first_loss=tuner.first_loss,
+                   last_loss=tuner.last_loss)
+    write_text_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=1))
+    _print_metrics(metrics)
+    result["metrics"] = metrics
+    return result
+
+
+def _print_metrics(metrics: dict) -> None:
+    for label, m in [("source", metrics["source"])] + [(f"edit-{i}", m) for i, m in enumerate(metrics["edits"])]:
+        fc = m["frame_consistency"]
+        line = (f"{label:>8} '{m['prompt']}': frame consistency ({fc['embedding']}) consecutive={fc['consecutive']:.4f} "
+                f"all-pairs={fc['all_pairs']:.4f}")
+        if "text_alignment_clip" in m:
+            line += f" text-alignment(CLIP)={m['text_alignment_clip']:.4f}"
+        cls = m.get("classifier") or {}
+        for k in ("colour_accuracy", "shape_accuracy"):
+            if k in cls:
+                line += f" {k.replace('_', '-')}={cls[k]:.2f}"
+        print(line, flush=True)
