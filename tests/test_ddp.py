@@ -68,3 +68,18 @@ def test_device_errors(args, message, capsys, tmp_path):
             pytest.skip("this machine has CUDA")
     code = launch.main(["--config", "dreamfusion.yaml", "--prompt", "a red cube", "--output", str(tmp_path), *args])
     assert code == 2 and message in capsys.readouterr().err
+
+
+def test_tuneavideo_two_processes(tiny_pipeline, tmp_path):
+    from video.demo import moving_shape
+    from gen3d.utils.media import write_video
+
+    clip = tmp_path / "clip.mp4"
+    write_video(clip, moving_shape(8, 64, "sphere", "blue").permute(0, 2, 3, 1), fps=8)
+    launch_procs("--config", "tuneavideo.yaml", "--video", str(clip), "--prompt", "a blue sphere", "--edit", "a red sphere",
+                 "--model", str(tiny_pipeline), "--output", str(tmp_path / "out"), "--device", "cpu", "--devices", "2",
+                 "trainer.max_steps=4", "sampling.steps=3", "sampling.inversion_steps=3")
+    runs = list((tmp_path / "out" / "tuneavideo").iterdir())
+    assert len(runs) == 1
+    assert "ddp: parameters identical across 2 ranks" in (runs[0] / "log.txt").read_text()
+    assert (runs[0] / "edit-0.mp4").is_file()

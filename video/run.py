@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import re
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from gen3d.diffusion.prior import load_prior, resolve_model
 from gen3d.diffusion.prompts import cached_text_embeddings
 from gen3d.errors import UserError
 from gen3d.utils.atomic import write_text_atomic
+from gen3d.utils.distributed import global_rank
 from gen3d.utils.media import save_image, write_video
 from video.config import VideoEditConfig
 from video.control import (ControlledUNet, control_maps, load_controlnets, parse_controls, resolve_controlnets)
@@ -146,7 +146,9 @@ def run_video(cfg: VideoEditConfig, run_dir: Path, resume: Path | None = None, e
     run_dir = Path(run_dir)
     if cfg.trainer.num_threads > 0:
         torch.set_num_threads(cfg.trainer.num_threads)
-    rank = int(os.environ.get("RANK", 0))
+    rank = global_rank()
+    last = run_dir / "ckpts" / "last.ckpt"
+    resume = resume or (last if last.is_file() else None)  # --resume RUN_DIR continues its fine-tuning
     L.seed_everything(cfg.seed + rank, workers=True, verbose=False)
     accelerator = _accelerator(cfg)
     device = torch.device("cuda" if accelerator in ("cuda", "gpu") else "cpu")

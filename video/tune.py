@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
+from gen3d.utils.distributed import log_parameter_sync, parallel_trainer_kwargs
+
 from video.config import VideoEditConfig
 
 log = logging.getLogger("gen3d")
@@ -61,6 +63,9 @@ class VideoTuner(L.LightningModule):
         params = [p for p in self.parameters() if p.requires_grad]
         return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
 
+    def on_train_end(self) -> None:
+        log_parameter_sync(self)
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         keep = self.trainable_names()
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
@@ -95,7 +100,7 @@ def make_trainer(cfg: VideoEditConfig, run_dir: Path, accelerator: str) -> L.Tra
     t = cfg.trainer
     ckpt = ModelCheckpoint(dirpath=run_dir / "ckpts", filename="step-{step:06d}", every_n_train_steps=t.checkpoint_every,
                            save_top_k=-1, save_last=True, auto_insert_metric_name=False)
-    return L.Trainer(max_steps=t.max_steps, max_epochs=-1, accelerator=accelerator, devices=t.devices,
+    return L.Trainer(max_steps=t.max_steps, max_epochs=-1, accelerator=accelerator, **parallel_trainer_kwargs(t.devices),
                      precision=t.precision, callbacks=[ckpt, StepLog(t.log_every)], logger=False,
                      default_root_dir=str(run_dir), num_sanity_val_steps=0, limit_val_batches=0,
                      enable_model_summary=False, enable_progress_bar=False, log_every_n_steps=t.log_every)

@@ -8,13 +8,11 @@ complete and is loaded, not retrained, when a run is resumed.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
-from lightning.pytorch.strategies import DDPStrategy
 
 from gen3d.config import read_yaml, to_yaml
 from gen3d.errors import UserError
@@ -23,7 +21,7 @@ from gen3d.geometry.mesh import MeshGeometry
 from gen3d.systems.stages import stage_configs, stage_index
 from gen3d.systems.text3d import RandomCameraDataset, Text3DConfig, Text3DSystem, check_config
 from gen3d.utils.atomic import write_text_atomic
-from gen3d.utils.distributed import global_rank
+from gen3d.utils.distributed import global_rank, parallel_trainer_kwargs
 from gen3d.utils.media import image_grid, save_image, write_video
 
 log = logging.getLogger("gen3d")
@@ -65,25 +63,12 @@ def make_trainer(cfg: Text3DConfig, ckpt_dir: Path, preview_dir: Path, stage: st
     ckpt = ModelCheckpoint(dirpath=ckpt_dir, filename="step-{step:06d}", every_n_train_steps=t.checkpoint_every,
                            save_top_k=-1, save_last=True, auto_insert_metric_name=False)
     preview = PreviewAndLog(preview_dir, t.preview_every, t.log_every, cfg.turntable.resolution, stage)
-    n_devices = len(t.devices) if isinstance(t.devices, (list, tuple)) else int(t.devices)
-    strategy = DDPStrategy(find_unused_parameters=True) if n_devices > 1 or _num_nodes() > 1 else "auto"
     return L.Trainer(
-        max_steps=t.max_steps, max_epochs=-1, accelerator=resolve_accelerator(cfg), devices=t.devices,
-        strategy=strategy, num_nodes=_num_nodes(),
+        max_steps=t.max_steps, max_epochs=-1, accelerator=resolve_accelerator(cfg), **parallel_trainer_kwargs(t.devices),
         precision=t.precision, callbacks=[ckpt, preview, TQDMProgressBar(refresh_rate=10)],
         logger=False, default_root_dir=str(ckpt_dir.parent), num_sanity_val_steps=0, limit_val_batches=0,
         enable_model_summary=False, log_every_n_steps=t.log_every,
     )
-
-
-def _num_nodes() -> int:
-    """Nodes of a multi-node job, from what torchrun or SLURM set; 1 otherwise."""
-    env = os.environ
-    if "SLURM_NNODES" in env and "SLURM_JOB_ID" in env:
-        return int(env["SLURM_NNODES"])
-    if "TORCHELASTIC_RUN_ID" in env and "LOCAL_WORLD_SIZE" in env:
-        return max(1, int(env["WORLD_SIZE"]) // int(env["LOCAL_WORLD_SIZE"]))
-    return 1
 
 
 def checkpoint_step(path: Path) -> int:

@@ -9,7 +9,6 @@ optimizers and DDP. The VSD LoRA is a submodule (it is trained and checkpointed)
 """
 from __future__ import annotations
 
-import logging
 import random
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,6 +31,7 @@ from gen3d.render.cameras import CameraConfig, CameraSampler, Cameras, make_came
 from gen3d.render.mesh_renderer import MeshRenderer, MeshRendererConfig
 from gen3d.render.shading import pick_shading
 from gen3d.render.volume import RendererConfig, VolumeRenderer
+from gen3d.utils.distributed import log_parameter_sync
 from gen3d.utils.schedule import schedule_value
 
 REPRESENTATIONS = ("volume", "mesh")
@@ -192,16 +192,7 @@ class Text3DSystem(L.LightningModule):
         self.setup_prior(self.trainer.strategy.root_device)
 
     def on_train_end(self) -> None:
-        """Multi-process runs: check (and log) that every rank ends with the same parameters."""
-        if self.trainer.world_size < 2:
-            return
-        flat = torch.cat([p.detach().float().reshape(-1) for p in self.parameters()])
-        checksum = torch.stack([flat.sum(), (flat * torch.arange(flat.numel(), device=flat.device) % 7).sum()])
-        every = self.trainer.strategy.all_gather(checksum)
-        same = bool(torch.allclose(every, every[0:1].expand_as(every), rtol=0, atol=0))
-        if self.trainer.is_global_zero:
-            logging.getLogger("gen3d").info("ddp: parameters %s across %d ranks", "identical" if same else "DIFFER",
-                                            self.trainer.world_size)
+        log_parameter_sync(self)
 
     def init_from(self, prev: "Text3DSystem") -> None:
         """Start this stage from the previous stage's trained particles (NeRF -> mesh, mesh -> mesh)."""

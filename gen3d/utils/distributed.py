@@ -97,3 +97,45 @@ def device_overrides(gpus: str | None, devices: int | None, device: str | None) 
             raise UserError(f"--devices {devices}: this machine has {torch.cuda.device_count()} CUDA device(s)")
         out.setdefault("trainer", {})["devices"] = devices
     return out
+
+
+def log_parameter_sync(module) -> None:
+    """Lightning hook helper (on_train_end): check, and log on rank 0, that every rank of a
+    multi-process run ends with the same trainable parameters."""
+    import logging
+
+    import torch
+
+    trainer = module.trainer
+    if trainer.world_size < 2:
+        return
+    flat = torch.cat([p.detach().float().reshape(-1) for p in module.parameters() if p.requires_grad])
+    checksum = torch.stack([flat.sum(), (flat * (torch.arange(flat.numel(), device=flat.device) % 7)).sum()])
+    every = trainer.strategy.all_gather(checksum)
+    same = bool(torch.equal(every, every[0:1].expand_as(every)))
+    if trainer.is_global_zero:
+        logging.getLogger("gen3d").info("ddp: parameters %s across %d ranks", "identical" if same else "DIFFER",
+                                        trainer.world_size)
+
+
+def num_nodes() -> int:
+    """Nodes of a multi-node job, from what torchrun or SLURM set; 1 otherwise."""
+    env = os.environ
+    if "SLURM_NNODES" in env and "SLURM_JOB_ID" in env:
+        return int(env["SLURM_NNODES"])
+    if "TORCHELASTIC_RUN_ID" in env and "LOCAL_WORLD_SIZE" in env:
+        return max(1, int(env["WORLD_SIZE"]) // int(env["LOCAL_WORLD_SIZE"]))
+    return 1
+
+
+def parallel_trainer_kwargs(devices) -> dict:
+    """Lightning Trainer arguments for `devices` per node: DDP when there is more than one process.
+
+    find_unused_parameters: particles that a rank does not render, and frozen stages, get no
+    gradient on that rank."""
+    from lightning.pytorch.strategies import DDPStrategy
+
+    n = len(devices) if isinstance(devices, (list, tuple)) else int(devices)
+    nodes = num_nodes()
+    strategy = DDPStrategy(find_unused_parameters=True) if n > 1 or nodes > 1 else "auto"
+    return {"devices": devices, "num_nodes": nodes, "strategy": strategy}
