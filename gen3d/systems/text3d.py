@@ -278,12 +278,14 @@ class Text3DSystem(L.LightningModule):
     @torch.no_grad()
     def render_views(self, cams: Cameras, particle: int = 0, shading: str = "albedo", chunk: int = 4) -> dict:
         """Render cameras in chunks; returns rgb [N,H,W,3] and normal [N,H,W,3] on the CPU."""
-        scene = self.scenes[particle]
+        scene, was_training = self.scenes[particle], self.training
+        self.eval()  # deterministic: no sample jitter, no random background
         rgbs, normals = [], []
         for i in range(0, len(cams), chunk):
             out = scene(cams[i:i + chunk].to(self.device), shading=shading, with_normal=True)
             rgbs.append(out["comp_rgb"].float().cpu())
             normals.append((out["comp_normal"].float().cpu() * 0.5 + 0.5) * out["opacity"].float().cpu())
+        self.train(was_training)
         return {"rgb": torch.cat(rgbs), "normal": torch.cat(normals)}
 
     def preview_cameras(self, size: int) -> Cameras:
