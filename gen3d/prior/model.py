@@ -33,7 +33,7 @@ class PriorArchConfig:
     text_hidden: int = 64
     text_layers: int = 2
     text_heads: int = 4
-    unet_channels: list[int] = field(default_factory=lambda: [64, 96, 128])
+    unet_channels: list[int] = field(default_factory=lambda: [32, 64, 96])
     unet_groups: int = 16
     unet_layers_per_block: int = 1
     unet_heads: int = 4
@@ -118,6 +118,7 @@ def save_pipeline_atomic(pipe: StableDiffusionPipeline, out_dir: str | Path) -> 
         from .tokenizer import save_tokenizer
 
         save_tokenizer(tmp / "tokenizer")
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private
         old = None
         if out_dir.exists():
             old = out_dir.with_name(f".{out_dir.name}-old-{os.getpid()}")
