@@ -20,6 +20,7 @@ SYSTEMS = {
     **{method: ("video.config:VideoEditConfig", "video.run:run_video", "video.run:validate")
        for method in ("tuneavideo", "controlvideo")},
     "builtin-prior": ("gen3d.prior.train:PriorTrainConfig", "gen3d.prior.train:main", None),
+    "builtin-controlnet": ("gen3d.prior.controlnet:ControlNetTrainConfig", "gen3d.prior.controlnet:main", None),
 }
 
 # command-line flag -> config key (applied only when the config has that key)
