@@ -3,28 +3,29 @@
     python bench/bench_ddp.py [--model builtin] [--steps 100] [--procs 1 2] [--device cpu]
 
 Each process renders its own cameras (batch 1), so G processes train on G images per step.
-Time per step is measured as (run with N steps - run with 0 steps) / N, which removes start-up
-and export. Efficiency = (images/s with G processes) / (G * images/s with 1 process).
+Time per step is read from the run's log ("stage main: trained N steps in S s"), which leaves
+out start-up and export. Efficiency = (images/s with G processes) / (G * images/s with 1 process).
 On GPUs use --device cuda --procs 1 2 4.
 """
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def timed_run(args: list[str], steps: int, procs: int, device: str) -> float:
-    out = tempfile.mkdtemp(prefix="gen3d-ddp-")
-    t0 = time.time()
-    subprocess.run([sys.executable, "launch.py", *args, "--steps", str(steps), "--output", out, "--device", device,
+def seconds_per_step(args: list[str], steps: int, procs: int, device: str) -> float:
+    out = Path(tempfile.mkdtemp(prefix="gen3d-ddp-"))
+    subprocess.run([sys.executable, "launch.py", *args, "--steps", str(steps), "--output", str(out), "--device", device,
                     "--devices", str(procs)], cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.time() - t0
+    log = next(out.glob("*/*/log.txt")).read_text()
+    n, secs = re.findall(r"trained (\d+) steps in ([\d.]+) s", log)[-1]
+    return float(secs) / int(n)
 
 
 def main() -> None:
@@ -39,7 +40,7 @@ def main() -> None:
             "turntable.n_views=2", "trainer.preview_every=0", "trainer.checkpoint_every=100000"]
     base = None
     for g in a.procs:
-        per_step = (timed_run(args, a.steps, g, a.device) - timed_run(args, 0, g, a.device)) / a.steps
+        per_step = seconds_per_step(args, a.steps, g, a.device)
         images_per_s = g / per_step
         base = base or images_per_s / g
         print(f"{g} process(es): {1 / per_step:.2f} it/s per process, {images_per_s:.2f} images/s, "

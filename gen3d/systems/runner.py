@@ -8,6 +8,7 @@ complete and is loaded, not retrained, when a run is resumed.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import lightning as L
@@ -182,7 +183,10 @@ def run_text3d(cfg: Text3DConfig, run_dir: Path, resume: Path | None = None, exp
             data = RandomCameraDataset(scfg.camera, seed=scfg.seed,
                                        length=max(scfg.trainer.max_steps, 1) * scfg.trainer.batch_size * world)
             loader = torch.utils.data.DataLoader(data, batch_size=scfg.trainer.batch_size, num_workers=0)
+            start_step, t0 = (checkpoint_step(last) if have else 0), time.perf_counter()
             trainer.fit(system, loader, ckpt_path=str(last) if have else None)
+            log.info("stage %s: trained %d steps in %.2f s", name, trainer.global_step - start_step,
+                     time.perf_counter() - t0)
         prior = system._prior or prior
         prev = system
     result = {"run_dir": str(run_dir), "first_loss": system.first_loss, "last_loss": system.last_loss}
