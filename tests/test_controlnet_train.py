@@ -9,6 +9,7 @@ from safetensors.torch import load_file
 
 from gen3d.config import build_config, read_yaml
 from gen3d.diffusion.prior import load_prior
+from gen3d.errors import UserError
 from gen3d.prior.controlnet import (ControlNetModule, ControlNetTrainConfig, build_controlnet, canny_dataset,
                                     controlled, edge_iou, last_ckpt, main)
 from gen3d.prior.data import CaptionedImages, PriorDataConfig, render_dataset
@@ -95,3 +96,23 @@ def test_edge_iou():
     iou = edge_iou(a, b, tolerance=1)
     assert iou[0] == pytest.approx(0.5) and iou[1] < 0.15  # dilated: 2 of 4 rows shared; a crossing
     assert edge_iou(a, a, tolerance=0).tolist() == pytest.approx([1.0, 1.0])
+
+
+SHIPPED = Path(__file__).resolve().parents[1] / "extern" / "builtin-controlnet-canny"
+
+
+@pytest.mark.skipif(not (SHIPPED / "config.json").exists(), reason="ControlNet not shipped yet")
+def test_shipped_controlnet_fits_the_builtin_prior():
+    from diffusers import ControlNetModel
+
+    assert sum(f.stat().st_size for f in SHIPPED.iterdir()) < 8 * 2**20
+    net = ControlNetModel.from_pretrained(str(SHIPPED)).eval()
+    try:
+        prior = load_prior("builtin")
+    except UserError:
+        pytest.skip("builtin prior missing")
+    x, t, emb, cond = _inputs(prior)
+    with torch.no_grad():
+        plain = prior.unet(x, t, encoder_hidden_states=emb).sample
+        out = controlled(prior.unet, net, cond)(x, t, emb).sample
+    assert out.shape == plain.shape and not torch.allclose(out, plain, atol=1e-3)  # trained: it acts

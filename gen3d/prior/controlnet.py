@@ -22,6 +22,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -198,7 +199,8 @@ def export_controlnet(cfg: ControlNetTrainConfig, run_dir: Path, prior=None, ckp
 
 
 def main(cfg: ControlNetTrainConfig, run_dir: Path, resume=False, export_only: bool = False) -> Path:
-    """Train under run_dir (ckpts/controlnet/, controlnet/logs/, cached latents and canny maps) and write cfg.output_dir.
+    """Train under run_dir (ckpts/controlnet/, controlnet/logs/, cached latents and canny maps), then
+    write cfg.output_dir.
 
     resume: truthy continues from run_dir/ckpts/controlnet/last.ckpt (a checkpoint path is used as given);
     a run_dir that already holds last.ckpt is continued too (launch.py's `--resume RUN_DIR`).
@@ -256,10 +258,11 @@ def evaluate_controlnet(prior_path: str = "builtin", controlnet_path: str | Path
     with prompts that name the colour only ("a red"), DDIM `steps` steps, the same seeds; and, for
     reference, the prior alone told the shape ("prior_named": "a red cube").
 
-    Returns, for "controlnet", "prior" and "prior_named": shape_acc (the builtin classifier sees the shape of the
-    render the canny map came from), colour_acc, edge_iou (canny of the sample vs the condition,
-    1-pixel tolerance), eps_mse (the training loss on these held-out renders with their full
-    captions, 4 noise draws each, the same noise for both); plus n_images and seconds.
+    Returns, for "controlnet", "prior" and "prior_named": shape_acc (the builtin classifier sees the
+    shape of the render the canny map came from), seen_as (true shape -> what the classifier saw),
+    colour_acc, edge_iou (canny of the sample vs the condition, 1-pixel tolerance), eps_mse (the
+    training loss on these held-out renders with their full captions, 4 noise draws each, the same
+    noise for all); plus n_images and seconds.
     """
     from diffusers import ControlNetModel, DDIMScheduler, StableDiffusionControlNetPipeline
 
@@ -300,8 +303,10 @@ def evaluate_controlnet(prior_path: str = "builtin", controlnet_path: str | Path
                              output_type="pt").images.clamp(0, 1))
         samples[name] = torch.cat(imgs)
         shapes, colours = classify(clf, samples[name])
+        truth = [SHAPES[int(k)] for k in data["shape"]]
         result[name] = dict(
-            shape_acc=sum(s == SHAPES[int(k)] for s, k in zip(shapes, data["shape"])) / n_images,
+            shape_acc=sum(s == t for s, t in zip(shapes, truth)) / n_images,
+            seen_as={t: dict(Counter(s for s, u in zip(shapes, truth) if u == t)) for t in SHAPES},
             colour_acc=sum(c == COLOURS[int(k)] for c, k in zip(colours, data["colour"])) / n_images,
             edge_iou=float(edge_iou(canny_maps(samples[name], canny_low, canny_high), conds).mean()),
             eps_mse=eps_mse)
