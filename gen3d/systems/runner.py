@@ -129,9 +129,9 @@ def _check_from_run(from_run: Path, cfg: Text3DConfig, stages, first: int) -> Pa
 
 
 def start_point(cfg: Text3DConfig, run_dir: Path | None, stage: str | None = None,
-                from_run: Path | None = None) -> tuple[int, Path | None]:
-    """(index of the first stage to run, checkpoint of the stage before it or None); UserError when
-    --stage / --from do not fit this config."""
+                from_run: Path | None = None) -> tuple[list, int, Path | None]:
+    """(the stages' configs, index of the first stage to run, checkpoint of the stage before it or
+    None); UserError when --stage / --from do not fit this config."""
     stages = stage_configs(cfg)
     for _, stage_cfg in stages:
         check_config(stage_cfg)
@@ -139,21 +139,20 @@ def start_point(cfg: Text3DConfig, run_dir: Path | None, stage: str | None = Non
         raise UserError("--from needs --stage (the stage to start at)")
     first = stage_index(stages, stage) if stage else 0
     if first == 0:
-        return 0, None
+        return stages, 0, None
     if from_run is not None:
-        return first, _check_from_run(Path(from_run), cfg, stages, first)
+        return stages, first, _check_from_run(Path(from_run), cfg, stages, first)
     prev = stages[first - 1][0]
     prev_ckpt = run_dir / "ckpts" / prev / "last.ckpt" if run_dir is not None else None
     if prev_ckpt is None or not prev_ckpt.is_file():
         raise UserError(f"--stage {stage}: needs the checkpoint of stage '{prev}': pass --from RUN_DIR "
                         "(or --resume RUN_DIR)")
-    return first, prev_ckpt
+    return stages, first, prev_ckpt
 
 
 def run_text3d(cfg: Text3DConfig, run_dir: Path, resume: Path | None = None, export_only: bool = False,
                stage: str | None = None, from_run: Path | None = None) -> dict:
-    stages = stage_configs(cfg)
-    first, prev_ckpt = start_point(cfg, run_dir, stage, from_run)
+    stages, first, prev_ckpt = start_point(cfg, run_dir, stage, from_run)
     multi = bool(cfg.stages)
     rank = global_rank()
     L.seed_everything(cfg.seed + rank, workers=True, verbose=False)
@@ -168,7 +167,8 @@ def run_text3d(cfg: Text3DConfig, run_dir: Path, resume: Path | None = None, exp
         ckpt_dir, preview_dir = run_dir / "ckpts" / sub, run_dir / "previews" / sub
         last = resume if (resume is not None and Path(resume).parent == ckpt_dir) else ckpt_dir / "last.ckpt"
         have = last.is_file()
-        if have and (export_only or checkpoint_step(last) >= scfg.trainer.max_steps):
+        done_steps = checkpoint_step(last) if have else 0  # one read of the checkpoint
+        if have and (export_only or done_steps >= scfg.trainer.max_steps):
             log.info("stage %s: complete, loading %s", name, last)
             system = load_system(scfg, last, prior)
         elif export_only:
@@ -183,9 +183,9 @@ def run_text3d(cfg: Text3DConfig, run_dir: Path, resume: Path | None = None, exp
             data = RandomCameraDataset(scfg.camera, seed=scfg.seed,
                                        length=max(scfg.trainer.max_steps, 1) * scfg.trainer.batch_size * world)
             loader = torch.utils.data.DataLoader(data, batch_size=scfg.trainer.batch_size, num_workers=0)
-            start_step, t0 = (checkpoint_step(last) if have else 0), time.perf_counter()
+            t0 = time.perf_counter()
             trainer.fit(system, loader, ckpt_path=str(last) if have else None)
-            log.info("stage %s: trained %d steps in %.2f s", name, trainer.global_step - start_step,
+            log.info("stage %s: trained %d steps in %.2f s", name, trainer.global_step - done_steps,
                      time.perf_counter() - t0)
         prior = system._prior or prior
         prev = system
