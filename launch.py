@@ -45,7 +45,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     g.add_argument("--start", type=int, help="first frame to use")
     g.add_argument("--size", type=int, help="frame size (square) the model works at")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
-    return p.parse_args(argv)
+    return p.parse_intermixed_args(argv)  # key=value overrides may come before, between or after flags
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -91,3 +91,10 @@ def test_cli_exit_code_in_a_real_process(tmp_path):
                           cwd=Path(launch.__file__).parent)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error: config file 'missing.yaml' not found")
+
+
+def test_overrides_may_come_before_between_and_after_flags():
+    args = launch.parse_args(["trainer.max_steps=3", "--config", "dreamfusion.yaml", "seed=4", "--edit", "a", "--edit", "b",
+                              "guidance.guidance_scale=5"])
+    assert args.config == "dreamfusion.yaml" and args.edit == ["a", "b"]
+    assert args.overrides == ["trainer.max_steps=3", "seed=4", "guidance.guidance_scale=5"]

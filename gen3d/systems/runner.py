@@ -192,5 +192,7 @@ def run_text3d(cfg: Text3DConfig, run_dir: Path, resume: Path | None = None, exp
     result = {"run_dir": str(run_dir), "first_loss": system.first_loss, "last_loss": system.last_loss}
     if rank != 0:  # previews, videos, exports and checkpoints are rank 0's
         return result
+    # Lightning's teardown leaves a trained module on the CPU; render and export where it trained
+    system.to("cuda" if resolve_accelerator(cfg) in ("cuda", "gpu") else "cpu")
     result.update(finalize(system, run_dir))
     return result

@@ -101,6 +101,8 @@ class Text3DConfig:
     seed: int = 0
     output: str = "outputs"
     device: str = "auto"  # auto | cpu | cuda
+    # weights of the frozen prior: auto = float16 on CUDA (as threestudio's half_precision_weights), float32 on CPU
+    model_dtype: str = "auto"  # auto | float32 | float16 | bfloat16
     representation: str = "volume"  # volume (NeRF) | mesh (rasterised, from the previous stage)
     particles: int = 1  # independent 3D models (VSD: sharing one LoRA)
     train_geometry: bool = True  # volume: the field; mesh: vertex offsets
@@ -155,10 +157,29 @@ def mesh_config(cfg: Text3DConfig) -> MeshGeometryConfig:
     return replace(cfg.mesh, texture=cfg.geometry, radius=cfg.geometry.radius)
 
 
+def run_device(cfg: Text3DConfig) -> str:
+    """'cuda' or 'cpu': where this run trains (--device / trainer.accelerator; auto = CUDA if present)."""
+    want = cfg.device if cfg.device != "auto" else cfg.trainer.accelerator
+    return "cuda" if want in ("cuda", "gpu") or (want == "auto" and torch.cuda.is_available()) else "cpu"
+
+
+def resolve_backends(cfg: Text3DConfig) -> Text3DConfig:
+    """A CPU run on a CUDA machine must not pick the CUDA-only backends that `auto` would choose."""
+    if run_device(cfg) == "cuda":
+        return cfg
+
+    def off(value: str, cpu: str) -> str:
+        return cpu if value == "auto" else value
+
+    return replace(cfg, geometry=replace(cfg.geometry, encoding_backend=off(cfg.geometry.encoding_backend, "torch")),
+                   renderer=replace(cfg.renderer, use_nerfacc=off(cfg.renderer.use_nerfacc, "never")),
+                   mesh_renderer=replace(cfg.mesh_renderer, backend=off(cfg.mesh_renderer.backend, "torch")))
+
+
 class Text3DSystem(L.LightningModule):
     def __init__(self, cfg: Text3DConfig, prior: Prior | None = None):
         super().__init__()
-        self.cfg = cfg
+        self.cfg = cfg = resolve_backends(cfg)
         self.background = make_background(cfg.background)
         self.scenes = nn.ModuleList([make_scene(cfg, self.background) for _ in range(cfg.particles)])
         self._prior = prior  # plain attributes: not registered, not checkpointed
@@ -175,7 +196,8 @@ class Text3DSystem(L.LightningModule):
         if self._guidance is not None:
             return
         if self._prior is None:
-            self._prior = load_prior(self.cfg.model, device=device or self.device)
+            device = torch.device(device or self.device)
+            self._prior = load_prior(self.cfg.model, device=device, dtype=prior_dtype(self.cfg.model_dtype, device))
         self._prompts = PromptEmbeddings(self._prior, self.cfg.prompt, self.cfg.prompt_processor)
         if self.cfg.guidance.type == "vsd":
             self._guidance = VSDGuidance(self._prior, self.cfg.guidance, lora=getattr(self._prior, "vsd_lora", None))
@@ -299,6 +321,18 @@ class Text3DSystem(L.LightningModule):
         return turntable(c.n_views, c.elevation, c.distance, c.fovy, c.resolution, c.resolution)
 
 
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def prior_dtype(name: str, device: torch.device) -> torch.dtype:
+    """model_dtype -> torch dtype; auto: float16 on CUDA, float32 elsewhere."""
+    if name == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if name not in DTYPES:
+        raise UserError(f"model_dtype must be auto, {', '.join(DTYPES)} (got '{name}')")
+    return DTYPES[name]
+
+
 def check_config(cfg: Text3DConfig) -> None:
     """Cross-field checks that types alone cannot express (UserError on failure)."""
     if not cfg.prompt or not cfg.prompt.strip():
@@ -309,6 +343,8 @@ def check_config(cfg: Text3DConfig) -> None:
         raise UserError(f"--particles must be at least 1 (got {cfg.particles})")
     if cfg.guidance.type not in ("sds", "vsd"):
         raise UserError(f"guidance.type must be 'sds' or 'vsd' (got '{cfg.guidance.type}')")
+    if cfg.model_dtype != "auto" and cfg.model_dtype not in DTYPES:
+        raise UserError(f"model_dtype must be auto, {', '.join(DTYPES)} (got '{cfg.model_dtype}')")
     if cfg.representation not in REPRESENTATIONS:
         raise UserError(f"representation must be one of {', '.join(REPRESENTATIONS)} (got '{cfg.representation}')")
 
