@@ -46,19 +46,45 @@ def test_dreamfusion_two_processes_then_resume_with_one(tiny_pipeline, tmp_path)
 
 
 def test_prolificdreamer_particles_over_two_processes(tiny_pipeline, tmp_path):
+    import torch
+
     launch_procs("--config", "prolificdreamer.yaml", "--prompt", "a red cube", "--model", str(tiny_pipeline),
                  "--output", str(tmp_path), "--device", "cpu", "--devices", "2", "--particles", "2", *TINY, PD_STAGES)
     runs = list((tmp_path / "prolificdreamer").iterdir())
     assert len(runs) == 1
     log = (runs[0] / "log.txt").read_text()
-    assert log.count("ddp: parameters identical across 2 ranks") == 3  # one line per stage
+    assert log.count("ddp: parameters identical across 2 ranks") == 3  # shared parameters, one line per stage
+    assert log.count("ddp: particles per rank [[0], [1]]") == 3  # each particle lives on its own rank
+    state = torch.load(runs[0] / "ckpts" / "texture" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert {k.split(".")[1] for k in state["state_dict"] if k.startswith("scenes.")} == {"0", "1"}  # all gathered
+    assert len(state["gen3d_rank_optimizer_states"]) == 2
     for i in range(2):
         assert (runs[0] / "export" / f"particle-{i}" / "model.glb").is_file()
+
+
+def test_particles_resume_on_another_number_of_processes(tiny_pipeline, tmp_path):
+    import torch
+
+    common = ["--config", "dreamfusion.yaml", "--prompt", "a red cube", "--model", str(tiny_pipeline),
+              "--output", str(tmp_path), "--particles", "2", *TINY]
+    launch_procs(*common, "--device", "cpu", "--devices", "2", "--steps", "4")
+    run_dir = next((tmp_path / "dreamfusion").iterdir())
+    before = torch.load(run_dir / "ckpts" / "last.ckpt", weights_only=True)["state_dict"]
+    proc = launch_procs("--resume", str(run_dir), "--device", "cpu", "--devices", "1", "--steps", "6")
+    assert "optimizer moments restart" in proc.stderr + (run_dir / "log.txt").read_text()
+    after = torch.load(run_dir / "ckpts" / "last.ckpt", weights_only=True)
+    assert after["global_step"] == 6
+    for i in range(2):  # one process now trains both particles, each starting from its rank's weights
+        key = next(k for k in before if k.startswith(f"scenes.{i}.geometry"))
+        assert not torch.equal(before[key], after["state_dict"][key])
+        assert (run_dir / "export" / f"particle-{i}" / "model.glb").is_file()
 
 
 @pytest.mark.parametrize("args, message", [
     (["--gpus", "0,1"], "--gpus needs CUDA"),
     (["--devices", "0"], "--devices must be at least 1"),
+    (["--config", "prolificdreamer.yaml", "--device", "cpu", "--devices", "2", "--particles", "3"],
+     "--particles 3 does not divide over 2 processes"),
 ])
 def test_device_errors(args, message, capsys, tmp_path):
     if "--gpus" in args:
@@ -68,6 +94,7 @@ def test_device_errors(args, message, capsys, tmp_path):
             pytest.skip("this machine has CUDA")
     code = launch.main(["--config", "dreamfusion.yaml", "--prompt", "a red cube", "--output", str(tmp_path), *args])
     assert code == 2 and message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # nothing written
 
 
 def test_tuneavideo_two_processes(tiny_pipeline, tmp_path):
@@ -83,3 +110,29 @@ def test_tuneavideo_two_processes(tiny_pipeline, tmp_path):
     assert len(runs) == 1
     assert "ddp: parameters identical across 2 ranks" in (runs[0] / "log.txt").read_text()
     assert (runs[0] / "edit-0.mp4").is_file()
+
+
+def test_slurm_tasks_share_one_run(tiny_pipeline, tmp_path):
+    """What `srun --ntasks-per-node 2 python launch.py ... --devices 2` starts: two tasks with SLURM's
+    rank variables; Lightning's SLURM environment connects them and they write one run directory."""
+    import random
+
+    job = str(random.randint(1000, 9999))
+    procs = []
+    for rank in range(2):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "SLURM_JOB_ID": job, "SLURM_JOB_NAME": "gen3d",
+               "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank), "SLURM_NODEID": "0", "SLURM_NTASKS": "2",
+               "SLURM_NTASKS_PER_NODE": "2", "SLURM_NNODES": "1", "SLURM_JOB_NUM_NODES": "1",
+               "SLURM_NODELIST": "localhost", "SLURM_STEP_NODELIST": "localhost"}
+        env.pop("GEN3D_RUN_DIR", None)
+        procs.append(subprocess.Popen(
+            [sys.executable, "launch.py", "--config", "dreamfusion.yaml", "--prompt", "a red cube", "--model",
+             str(tiny_pipeline), "--output", str(tmp_path), "--device", "cpu", "--devices", "2", "--steps", "4", *TINY],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-3000:]
+    runs = [d for d in (tmp_path / "dreamfusion").iterdir() if not d.name.startswith(".")]
+    assert [r.name for r in runs] == ["a-red-cube"]
+    assert "ddp: parameters identical across 2 ranks" in (runs[0] / "log.txt").read_text()
+    assert (runs[0] / "export" / "model.glb").is_file()

@@ -49,6 +49,35 @@ def resolve_model(name: str) -> Path | str:
         ) from None
 
 
+def has_vae(path: Path, index: dict) -> bool:
+    """Whether the pipeline folder `path` (its parsed model_index.json: `index`) has a VAE, i.e. is a
+    latent diffusion model; pixel-space priors have none."""
+    entry = index.get("vae")
+    return bool(entry) and entry[0] is not None and (Path(path) / "vae").is_dir()
+
+
+@dataclass
+class ModelInfo:
+    """What a pipeline folder says about itself without loading any weights."""
+
+    path: Path
+    has_vae: bool
+    latent_channels: int  # channels the UNet denoises (4 for Stable Diffusion and the builtin prior)
+    latent_size: int  # the UNet's sample size (latent pixels)
+
+
+def model_info(name: str) -> ModelInfo:
+    """--model -> ModelInfo from its model_index.json and unet/config.json (no weights loaded)."""
+    path = Path(resolve_model(name))
+    index = json.loads((path / "model_index.json").read_text())
+    unet_config = path / "unet" / "config.json"
+    if not unet_config.is_file():
+        raise UserError(f"model '{name}' has no 'unet' component ({unet_config} is missing)")
+    unet = json.loads(unet_config.read_text())
+    return ModelInfo(path=path, has_vae=has_vae(path, index), latent_channels=int(unet.get("in_channels", 4)),
+                     latent_size=int(unet.get("sample_size", 64)))
+
+
 @dataclass
 class Prior:
     """Frozen components of a text-to-image diffusion model."""
@@ -86,6 +115,22 @@ class Prior:
             return int(self.unet.config.sample_size)
         factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         return int(self.unet.config.sample_size) * factor
+
+    @property
+    def latent_size(self) -> int:
+        """Side of the latents the UNet denoises (= image_size for pixel-space priors)."""
+        return int(self.unet.config.sample_size)
+
+    def resize_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """latents [B,C,h,w] -> [B,C,s,s] at the UNet's size s (bilinear; unchanged when already s x s).
+        Differentiable. C must be the UNet's input channels."""
+        channels = getattr(self.unet.config, "in_channels", None)
+        if channels is not None and latents.shape[1] != channels:
+            raise ValueError(f"latents have {latents.shape[1]} channels, the prior's UNet takes {channels}")
+        size = self.latent_size
+        if latents.shape[-2:] == (size, size):
+            return latents
+        return F.interpolate(latents, (size, size), mode="bilinear", align_corners=False)
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """images [B,3,H,W] in [0,1] -> latents [B,C,h,w] (scaled like the UNet expects).
@@ -179,7 +224,7 @@ def load_prior(name: str, device: str | torch.device = "cpu", dtype: torch.dtype
     try:
         unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=dtype)
         vae = None
-        if index.get("vae") and index["vae"][0] is not None and (path / "vae").is_dir():
+        if has_vae(path, index):
             vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=dtype)
         text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", torch_dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(path, subfolder="tokenizer")

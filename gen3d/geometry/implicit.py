@@ -2,6 +2,8 @@
 
 Points live in the world box [-R, R]^3 (R = `radius`); they are mapped to [0,1]^3 for the hash
 grid. The raw density gets a radial bias (the "blob") so an untrained field is a soft ball.
+With `latent_channels=C` (rgb_as_latents) the albedo head outputs C unbounded channels of the
+prior's latent space instead of RGB in [0,1] (Latent-NeRF).
 """
 from __future__ import annotations
 
@@ -37,9 +39,10 @@ class ImplicitVolumeConfig:
 
 
 class ImplicitVolume(nn.Module):
-    """forward(points [N,3], with_normal) -> dict(density [N,1], albedo [N,3], normal [N,3]?)."""
+    """forward(points [N,3], with_normal) -> dict(density [N,1], albedo [N,A], normal [N,3]?), with
+    A = 3 (RGB in [0,1], sigmoid) or A = latent_channels (latents, no activation)."""
 
-    def __init__(self, cfg: ImplicitVolumeConfig = ImplicitVolumeConfig()):
+    def __init__(self, cfg: ImplicitVolumeConfig = ImplicitVolumeConfig(), latent_channels: int | None = None):
         super().__init__()
         if cfg.density_bias not in DENSITY_BIASES:
             raise ValueError(f"density_bias must be one of {DENSITY_BIASES}, got {cfg.density_bias!r}")
@@ -48,12 +51,13 @@ class ImplicitVolume(nn.Module):
         if cfg.density_activation not in ("softplus", "exp"):
             raise ValueError(f"density_activation must be softplus or exp, got {cfg.density_activation!r}")
         self.cfg = cfg
+        self.latent_channels = latent_channels
         self.encoding = make_hash_encoding(cfg.hash_grid, cfg.encoding_backend)
         layers, width = [], self.encoding.n_output_dims
         for _ in range(cfg.n_hidden_layers):
             layers += [nn.Linear(width, cfg.mlp_hidden), nn.ReLU(inplace=True)]
             width = cfg.mlp_hidden
-        layers.append(nn.Linear(width, 4))  # raw density, albedo logits
+        layers.append(nn.Linear(width, 1 + (latent_channels or 3)))  # raw density, albedo logits (or latents)
         self.mlp = nn.Sequential(*layers)
 
     # -- building blocks ------------------------------------------------------------------
@@ -72,13 +76,17 @@ class ImplicitVolume(nn.Module):
             return c.density_blob_scale * torch.exp(-0.5 * r2 / c.density_blob_std**2)
         return points.new_zeros(points.shape[0], 1)
 
+    def activate_albedo(self, raw_albedo: torch.Tensor) -> torch.Tensor:
+        """RGB: sigmoid; latents: unchanged."""
+        return raw_albedo if self.latent_channels else torch.sigmoid(raw_albedo)
+
     def activate(self, raw: torch.Tensor) -> torch.Tensor:
         if self.cfg.density_activation == "exp":
             return torch.exp(raw.clamp(max=15.0))
         return F.softplus(raw)
 
     def _raw(self, points: torch.Tensor) -> torch.Tensor:
-        """points [N,3] -> MLP output [N,4] with the blob already added to channel 0."""
+        """points [N,3] -> MLP output [N,1+A] with the blob already added to channel 0."""
         out = self.mlp(self.encoding(self.normalize(points)).float())
         return torch.cat([out[:, :1] + self.density_bias(points), out[:, 1:]], dim=-1)
 
@@ -86,12 +94,12 @@ class ImplicitVolume(nn.Module):
     def forward(self, points: torch.Tensor, with_normal: bool = False) -> dict[str, torch.Tensor]:
         if not with_normal:
             raw = self._raw(points)
-            return {"density": self.activate(raw[:, :1]), "albedo": torch.sigmoid(raw[:, 1:])}
+            return {"density": self.activate(raw[:, :1]), "albedo": self.activate_albedo(raw[:, 1:])}
         raw, normal = self._raw_and_normal(points)
-        return {"density": self.activate(raw[:, :1]), "albedo": torch.sigmoid(raw[:, 1:]), "normal": normal}
+        return {"density": self.activate(raw[:, :1]), "albedo": self.activate_albedo(raw[:, 1:]), "normal": normal}
 
     def _raw_and_normal(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> raw MLP output [N,4] and normal = -grad(raw density), normalised [N,3] (differentiable)."""
+        """-> raw MLP output [N,1+A] and normal = -grad(raw density), normalised [N,3] (differentiable)."""
         c = self.cfg
         n = points.shape[0]
         if c.normal_type == "analytic":
@@ -129,5 +137,5 @@ class ImplicitVolume(nn.Module):
         return self.activate(self._raw(points)[:, :1])
 
     def albedo(self, points: torch.Tensor) -> torch.Tensor:
-        """Albedo [N,3] in [0,1]."""
-        return torch.sigmoid(self._raw(points)[:, 1:])
+        """Albedo [N,3] in [0,1] (rgb_as_latents: latents [N,C])."""
+        return self.activate_albedo(self._raw(points)[:, 1:])

@@ -60,9 +60,16 @@ class SDSGuidance:
 
     def __call__(self, images: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor, step: int,
                  generator=None, c2w: torch.Tensor | None = None) -> dict:
-        """images [B,3,H,W] in [0,1] -> dict(loss, grad_norm, t, nan). c2w is accepted (and unused)
-        so systems can call SDS and VSD alike with keywords."""
-        latents = self.prior.encode_images(images)
+        """images [B,3,H,W] in [0,1] -> the prior's VAE encoder -> `loss_from_latents`."""
+        return self.loss_from_latents(self.prior.encode_images(images), cond, uncond, step,
+                                      generator=generator, c2w=c2w)
+
+    def loss_from_latents(self, latents: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor, step: int,
+                          generator=None, c2w: torch.Tensor | None = None) -> dict:
+        """latents [B,C,h,w] (encoded images, or a field that renders latents: rgb_as_latents; resized
+        to the UNet's size) -> dict(loss, grad_norm, t, nan). c2w is accepted (and unused) so systems
+        can call SDS and VSD alike with keywords."""
+        latents = self.prior.resize_latents(latents)
         t = self.timesteps(latents.shape[0], step, generator)
         noise = torch.randn(latents.shape, device=latents.device, generator=generator)
         grad = sds_gradient(self.prior, latents, t, noise, cond, uncond, self.cfg.guidance_scale, self.cfg.weighting)

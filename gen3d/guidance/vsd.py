@@ -88,12 +88,15 @@ class VSDGuidance(SDSGuidance):
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return list(self.lora.parameters())
 
-    def __call__(self, images: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor, step: int,
-                 c2w: torch.Tensor, generator=None) -> dict:
-        """images [B,3,H,W] in [0,1], cond/uncond [B,L,D], c2w [B,4,4] ->
+    def loss_from_latents(self, latents: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor, step: int,
+                          generator=None, c2w: torch.Tensor | None = None) -> dict:
+        """latents [B,C,h,w] (from `__call__`'s images [B,3,H,W], or rendered: rgb_as_latents),
+        cond/uncond [B,L,D], c2w [B,4,4] (required) ->
         dict(loss (3D params), loss_lora (LoRA params), grad_norm, t, nan)."""
+        if c2w is None:
+            raise ValueError("VSD needs the cameras (c2w) of the rendered views")
         cfg = self.cfg
-        latents = self.prior.encode_images(images)
+        latents = self.prior.resize_latents(latents)
         t = self.timesteps(latents.shape[0], step, generator)
         noise = torch.randn(latents.shape, device=latents.device, generator=generator)
         grad = vsd_gradient(self.prior, self.lora, latents, t, noise, cond, uncond, c2w, cfg.guidance_scale,

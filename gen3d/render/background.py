@@ -1,4 +1,5 @@
-"""Backgrounds: colour as a function of the view direction, composited behind the object."""
+"""Backgrounds: colour as a function of the view direction, composited behind the object
+(or, with rgb_as_latents, the prior's latent channels: MLP background only)."""
 from __future__ import annotations
 
 import math
@@ -36,7 +37,7 @@ class _RandomAug(nn.Module):
 
     def maybe_random(self, rgb: torch.Tensor) -> torch.Tensor:
         if self.training and self.random_aug_prob > 0 and torch.rand(()) < self.random_aug_prob:
-            return torch.rand(3, dtype=rgb.dtype, device=rgb.device).expand_as(rgb)
+            return torch.rand(rgb.shape[-1], dtype=rgb.dtype, device=rgb.device).expand_as(rgb)
         return rgb
 
 
@@ -52,26 +53,30 @@ class SolidBackground(_RandomAug):
 
 
 class MLPBackground(_RandomAug):
-    """forward(dirs [...,3]) -> sigmoid(MLP(encode(dirs))) [...,3]."""
+    """forward(dirs [...,3]) -> sigmoid(MLP(encode(dirs))) [...,3]; latent_channels=C: MLP(encode(dirs))
+    [...,C] without activation (latents)."""
 
-    def __init__(self, cfg: BackgroundConfig):
+    def __init__(self, cfg: BackgroundConfig, latent_channels: int | None = None):
         super().__init__(cfg.random_aug_prob)
-        self.cfg = cfg
+        self.cfg, self.latent_channels = cfg, latent_channels
         layers, width = [], 3 + 6 * cfg.n_frequencies
         for _ in range(cfg.n_hidden_layers):
             layers += [nn.Linear(width, cfg.hidden), nn.ReLU(inplace=True)]
             width = cfg.hidden
-        layers.append(nn.Linear(width, 3))
+        layers.append(nn.Linear(width, latent_channels or 3))
         self.mlp = nn.Sequential(*layers)
 
     def forward(self, dirs: torch.Tensor) -> torch.Tensor:
-        rgb = torch.sigmoid(self.mlp(encode_direction(dirs, self.cfg.n_frequencies)))
-        return self.maybe_random(rgb)
+        out = self.mlp(encode_direction(dirs, self.cfg.n_frequencies))
+        return self.maybe_random(out if self.latent_channels else torch.sigmoid(out))
 
 
-def make_background(cfg: BackgroundConfig = BackgroundConfig()) -> nn.Module:
+def make_background(cfg: BackgroundConfig = BackgroundConfig(), latent_channels: int | None = None) -> nn.Module:
+    """RGB background, or one of latent_channels channels (rgb_as_latents; mlp only)."""
     if cfg.type == "mlp":
-        return MLPBackground(cfg)
+        return MLPBackground(cfg, latent_channels)
+    if latent_channels:
+        raise ValueError(f"background type {cfg.type!r} is an RGB colour; latents need the mlp background")
     if cfg.type == "solid":
         return SolidBackground(cfg)
     raise ValueError(f"unknown background type {cfg.type!r} (use mlp or solid)")

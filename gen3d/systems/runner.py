@@ -19,6 +19,7 @@ from gen3d.config import read_yaml, to_yaml
 from gen3d.errors import UserError
 from gen3d.export import export_mesh, export_trimesh
 from gen3d.geometry.mesh import MeshGeometry
+from gen3d.systems import latent_mode
 from gen3d.systems.stages import stage_configs, stage_index
 from gen3d.systems.text3d import RandomCameraDataset, Text3DConfig, Text3DSystem, check_config
 from gen3d.utils.atomic import write_text_atomic
@@ -87,12 +88,15 @@ def load_system(cfg: Text3DConfig, ckpt: Path, prior=None) -> Text3DSystem:
 
 
 def export_particle(system: Text3DSystem, index: int, out_dir: Path) -> dict:
-    cfg, scene = system.cfg, system.scenes[index]
+    cfg, scene = system.cfg, system.scene(index)
     geo = scene.geometry
     device = next(system.parameters()).device
+    # rgb_as_latents: the field's albedo is latents; bake it through a fitted linear latent -> RGB map
+    to_rgb = latent_mode.fit_latent_to_rgb(system, index) if cfg.rgb_as_latents else None
 
     def albedo_fn(points):
-        return geo.albedo(points.to(device)).float().cpu()
+        albedo = geo.albedo(points.to(device)).float().cpu()
+        return albedo if to_rgb is None else to_rgb(albedo)
 
     if isinstance(geo, MeshGeometry):
         return export_trimesh(geo.to_trimesh(), albedo_fn, out_dir, cfg.export)
@@ -101,8 +105,8 @@ def export_particle(system: Text3DSystem, index: int, out_dir: Path) -> dict:
 
 
 def finalize(system: Text3DSystem, run_dir: Path) -> dict:
-    """Turntable video and textured mesh export of every particle (call on rank 0)."""
-    cfg, n = system.cfg, len(system.scenes)
+    """Turntable video and textured mesh export of every particle (call on rank 0 with all particles)."""
+    cfg, n = system.cfg, system.cfg.particles
     results = {}
     for i in range(n):
         suffix = "" if n == 1 else f"-{i}"
@@ -188,10 +192,12 @@ def run_text3d(cfg: Text3DConfig, run_dir: Path, resume: Path | None = None, exp
             log.info("stage %s: trained %d steps in %.2f s", name, trainer.global_step - done_steps,
                      time.perf_counter() - t0)
         prior = system._prior or prior
-        prev = system
+        prev, final_ckpt = system, ckpt_dir / "last.ckpt"
     result = {"run_dir": str(run_dir), "first_loss": system.first_loss, "last_loss": system.last_loss}
     if rank != 0:  # previews, videos, exports and checkpoints are rank 0's
         return result
+    if len(system.scenes) < cfg.particles:  # particles were spread over ranks: the checkpoint holds them all
+        system = load_system(stages[-1][1], final_ckpt, prior)
     # Lightning's teardown leaves a trained module on the CPU; render and export where it trained
     system.to("cuda" if resolve_accelerator(cfg) in ("cuda", "gpu") else "cpu")
     result.update(finalize(system, run_dir))

@@ -9,6 +9,7 @@ optimizers and DDP. The VSD LoRA is a submodule (it is trained and checkpointed)
 """
 from __future__ import annotations
 
+import logging
 import random
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -31,8 +32,11 @@ from gen3d.render.cameras import CameraConfig, CameraSampler, Cameras, make_came
 from gen3d.render.mesh_renderer import MeshRenderer, MeshRendererConfig
 from gen3d.render.shading import pick_shading
 from gen3d.render.volume import RendererConfig, VolumeRenderer
+from gen3d.systems import latent_mode
 from gen3d.utils.distributed import log_parameter_sync
 from gen3d.utils.schedule import schedule_value
+
+log = logging.getLogger("gen3d")
 
 REPRESENTATIONS = ("volume", "mesh")
 
@@ -108,6 +112,9 @@ class Text3DConfig:
     train_geometry: bool = True  # volume: the field; mesh: vertex offsets
     train_texture: bool = True  # mesh: the texture field
     force_shading: Optional[str] = None  # e.g. "normal" for a geometry-only mesh stage
+    # NeRF albedo + background output the prior's latents, fed to the guidance without the VAE encoder
+    # (Latent-NeRF); albedo shading only; previews/turntable decoded by the VAE (gen3d/systems/latent_mode.py)
+    rgb_as_latents: bool = False
     prompt_processor: PromptConfig = field(default_factory=PromptConfig)
     camera: CameraConfig = field(default_factory=CameraConfig)
     geometry: ImplicitVolumeConfig = field(default_factory=ImplicitVolumeConfig)
@@ -141,14 +148,26 @@ class RandomCameraDataset(torch.utils.data.Dataset):
         return {k: v[0] for k, v in vars(cam).items() if torch.is_tensor(v)}
 
 
+def particles_of_rank(particles: int, rank: int, world: int) -> list[int]:
+    """Global indices of the particles `rank` trains: all of them for one particle (data-parallel over
+    cameras), else an equal share (UserError when they do not divide over the ranks)."""
+    if particles == 1 or world == 1:
+        return list(range(particles))
+    if particles % world:
+        raise UserError(f"--particles {particles} does not divide over {world} processes: use a multiple of {world} "
+                        "(or 1 particle, trained data-parallel by all processes)")
+    return list(range(rank, particles, world))
+
+
 def batch_to_cameras(batch: dict, height: int, width: int) -> Cameras:
     return Cameras(height=height, width=width, **batch)
 
 
-def make_scene(cfg: Text3DConfig, background: nn.Module) -> nn.Module:
-    """One particle: its geometry inside its renderer (volume: NeRF; mesh: empty until initialised)."""
+def make_scene(cfg: Text3DConfig, background: nn.Module, latent_channels: int | None = None) -> nn.Module:
+    """One particle: its geometry inside its renderer (volume: NeRF; mesh: empty until initialised).
+    latent_channels: the NeRF's albedo is that many latent channels (rgb_as_latents)."""
     if cfg.representation == "volume":
-        return VolumeRenderer(cfg.renderer, ImplicitVolume(cfg.geometry), background)
+        return VolumeRenderer(cfg.renderer, ImplicitVolume(cfg.geometry, latent_channels), background)
     return MeshRenderer(cfg.mesh_renderer, MeshGeometry(mesh_config(cfg)), background)
 
 
@@ -180,8 +199,10 @@ class Text3DSystem(L.LightningModule):
     def __init__(self, cfg: Text3DConfig, prior: Prior | None = None):
         super().__init__()
         self.cfg = cfg = resolve_backends(cfg)
-        self.background = make_background(cfg.background)
-        self.scenes = nn.ModuleList([make_scene(cfg, self.background) for _ in range(cfg.particles)])
+        latents = latent_mode.latent_channels(cfg, prior)  # None: RGB
+        self.background = make_background(cfg.background, latents)
+        # particles by global index ("0", "1", ...); under DDP each rank keeps only its own (setup)
+        self.scenes = nn.ModuleDict({str(i): make_scene(cfg, self.background, latents) for i in range(cfg.particles)})
         self._prior = prior  # plain attributes: not registered, not checkpointed
         self._prompts = self._guidance = None
         self.vsd_lora = None  # set in setup_prior for VSD: trainable, checkpointed
@@ -212,16 +233,76 @@ class Text3DSystem(L.LightningModule):
             self.setup_prior(self.trainer.strategy.root_device)
         self.trainer.strategy.barrier("gen3d-prior")
         self.setup_prior(self.trainer.strategy.root_device)
+        self.keep_particles(particles_of_rank(self.cfg.particles, self.trainer.global_rank, self.trainer.world_size))
+        if self.trainer.world_size > 1:  # Lightning hands this module itself to DDP
+            from torch.nn.parallel import DistributedDataParallel
+
+            DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(self, self.ddp_local_names())
+
+    # ----- particles over ranks -----------------------------------------------------------------------
+    def particle_ids(self) -> list[int]:
+        """Global indices of the particles this process holds."""
+        return sorted(int(k) for k in self.scenes)
+
+    def scene(self, particle: int) -> nn.Module:
+        return self.scenes[str(particle)]
+
+    def keep_particles(self, ids: list[int]) -> None:
+        """Drop the particles other ranks own (before DDP wraps the module)."""
+        for key in [k for k in self.scenes if int(k) not in ids]:
+            del self.scenes[key]
+
+    def ddp_local_names(self) -> list[str]:
+        """Parameters and buffers DDP must neither all-reduce nor broadcast: this rank's own particles'
+        (when particles are spread over ranks; one particle is trained data-parallel by all ranks)."""
+        if self.cfg.particles == 1:
+            return []
+        return [f"scenes.{n}" for n, _ in self.scenes.named_parameters()] + \
+               [f"scenes.{n}" for n, _ in self.scenes.named_buffers()]
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Every rank calls this: gather all particles (and each rank's optimizer state) into the
+        checkpoint that rank 0 writes, so it holds the whole run whatever the number of ranks."""
+        trainer = self._trainer
+        if trainer is None or trainer.world_size < 2 or self.cfg.particles == 1:
+            return
+        import torch.distributed as dist
+
+        mine = {k: v.detach().cpu() for k, v in checkpoint["state_dict"].items() if k.startswith("scenes.")}
+        every = [None] * trainer.world_size
+        dist.all_gather_object(every, (mine, checkpoint.get("optimizer_states")))
+        for states, _ in every:
+            checkpoint["state_dict"].update(states)
+        checkpoint["gen3d_rank_optimizer_states"] = [opt for _, opt in every]
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Keep this rank's particles of a checkpoint that holds all of them; its own optimizer state
+        when the number of ranks is unchanged, else fresh Adam moments (logged)."""
+        local = {f"scenes.{k}." for k in self.scenes}
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items()
+                                    if not k.startswith("scenes.") or any(k.startswith(p) for p in local)}
+        per_rank = checkpoint.pop("gen3d_rank_optimizer_states", None)
+        trainer, world = self._trainer, self._trainer.world_size if self._trainer is not None else 1
+        if trainer is None or "optimizer_states" not in checkpoint:
+            return
+        if per_rank is not None and len(per_rank) == world:
+            checkpoint["optimizer_states"] = per_rank[trainer.global_rank]
+        elif per_rank is not None or (world > 1 and self.cfg.particles > 1):
+            log.warning("resuming %d particles on %d process(es) from a run with another layout: optimizer "
+                        "moments restart", self.cfg.particles, world)
+            checkpoint["optimizer_states"] = [self.configure_optimizers().state_dict()]
 
     def on_train_end(self) -> None:
-        log_parameter_sync(self)
+        log_parameter_sync(self, local=self.ddp_local_names(), particles=self.particle_ids())
 
     def init_from(self, prev: "Text3DSystem") -> None:
         """Start this stage from the previous stage's trained particles (NeRF -> mesh, mesh -> mesh)."""
-        if len(prev.scenes) != len(self.scenes):
-            raise UserError(f"stage has {len(self.scenes)} particles but the previous stage has {len(prev.scenes)}")
+        if prev.cfg.particles != self.cfg.particles:
+            raise UserError(f"stage has {self.cfg.particles} particles but the previous stage has {prev.cfg.particles}")
         self.background.load_state_dict(prev.background.state_dict())
-        for scene, old in zip(self.scenes, prev.scenes):
+        self.keep_particles(prev.particle_ids())  # the previous stage may hold only this rank's particles
+        for key, scene in self.scenes.items():
+            old = prev.scenes[key]
             if isinstance(scene, MeshRenderer) and isinstance(old, VolumeRenderer):
                 scene.geometry = MeshGeometry.from_implicit(old.geometry, mesh_config(self.cfg))
             else:
@@ -230,22 +311,24 @@ class Text3DSystem(L.LightningModule):
 
     # ----- training ---------------------------------------------------------------------------------
     def particle_index(self, step: int) -> int:
-        """Round-robin over particles (each rank its own offset under DDP)."""
-        return (step * self.trainer.world_size + self.trainer.global_rank) % len(self.scenes) \
-            if self._trainer is not None else step % len(self.scenes)
+        """Round-robin over the particles this rank holds (global index)."""
+        ids = self.particle_ids()
+        return ids[step % len(ids)]
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         cfg, step = self.cfg, self.global_step
         cams = batch_to_cameras(batch, cfg.camera.height, cfg.camera.width)
-        scene = self.scenes[self.particle_index(step)]
+        scene = self.scene(self.particle_index(step))
         shading = cfg.force_shading or pick_shading(step, scene.cfg.shading, self._rng)
+        shading = "albedo" if cfg.rgb_as_latents else shading  # lighting latents means nothing
         out = scene(cams, shading=shading)
         cond, uncond = self._prompts(cams.elevation, cams.azimuth)
-        images = out["comp_rgb"].permute(0, 3, 1, 2)  # [B,3,H,W]
+        images = out["comp_rgb"].permute(0, 3, 1, 2)  # [B,3,H,W]; rgb_as_latents: latents [B,C,H,W]
+        guide = self._guidance.loss_from_latents if cfg.rgb_as_latents else self._guidance
         if cfg.guidance.type == "vsd":
-            g = self._guidance(images, cond, uncond, step, c2w=cams.c2w)
+            g = guide(images, cond, uncond, step, c2w=cams.c2w)
         else:
-            g = self._guidance(images, cond, uncond, step)
+            g = guide(images, cond, uncond, step)
         terms = {"guidance": g["loss"], **self.regularisers(scene, out)}
         total = sum(w * terms[k] for k in terms if (w := schedule_value(getattr(cfg.loss, k), step)))
         if "loss_lora" in g:
@@ -270,13 +353,13 @@ class Text3DSystem(L.LightningModule):
         return terms
 
     def on_train_batch_start(self, batch, batch_idx) -> None:
-        for scene in self.scenes:
+        for scene in self.scenes.values():
             scene.update_step(self.global_step)
 
     def configure_optimizers(self):
         o, cfg = self.cfg.optimizer, self.cfg
         groups = []
-        for scene in self.scenes:
+        for scene in self.scenes.values():
             geo = scene.geometry
             if isinstance(geo, MeshGeometry):
                 if cfg.train_geometry and geo.offsets.numel():
@@ -299,16 +382,23 @@ class Text3DSystem(L.LightningModule):
     # ----- rendering for people ---------------------------------------------------------------------
     @torch.no_grad()
     def render_views(self, cams: Cameras, particle: int = 0, shading: str = "albedo", chunk: int = 4) -> dict:
-        """Render cameras in chunks; returns rgb [N,H,W,3] and normal [N,H,W,3] on the CPU."""
-        scene, was_training = self.scenes[particle], self.training
+        """Render cameras in chunks; returns rgb [N,H,W,3], normal [N,H,W,3] and opacity [N,H,W,1] on the
+        CPU. rgb_as_latents: rendered at the latent size with albedo shading, rgb decoded by the prior's
+        VAE, plus the rendered latents [N,h,w,C] (`latent_mode.decode_views`)."""
+        if self.cfg.rgb_as_latents:
+            self.setup_prior()  # the VAE decodes what people see (e.g. --export-only loads no prior otherwise)
+            cams, shading = latent_mode.latent_cameras(cams, self._prior), "albedo"
+        scene, was_training = self.scene(particle), self.training
         self.eval()  # deterministic: no sample jitter, no random background
-        rgbs, normals = [], []
+        rgbs, normals, opacities = [], [], []
         for i in range(0, len(cams), chunk):
             out = scene(cams[i:i + chunk].to(self.device), shading=shading, with_normal=True)
             rgbs.append(out["comp_rgb"].float().cpu())
-            normals.append((out["comp_normal"].float().cpu() * 0.5 + 0.5) * out["opacity"].float().cpu())
+            opacities.append(out["opacity"].float().cpu())
+            normals.append((out["comp_normal"].float().cpu() * 0.5 + 0.5) * opacities[-1])
         self.train(was_training)
-        return {"rgb": torch.cat(rgbs), "normal": torch.cat(normals)}
+        views = {"rgb": torch.cat(rgbs), "normal": torch.cat(normals), "opacity": torch.cat(opacities)}
+        return latent_mode.decode_views(self._prior, views) if self.cfg.rgb_as_latents else views
 
     def preview_cameras(self, size: int) -> Cameras:
         az = torch.tensor([0.0, 90.0, 180.0, -90.0])
@@ -347,6 +437,7 @@ def check_config(cfg: Text3DConfig) -> None:
         raise UserError(f"model_dtype must be auto, {', '.join(DTYPES)} (got '{cfg.model_dtype}')")
     if cfg.representation not in REPRESENTATIONS:
         raise UserError(f"representation must be one of {', '.join(REPRESENTATIONS)} (got '{cfg.representation}')")
+    latent_mode.check_config(cfg)
 
 
 def validate(cfg: Text3DConfig, run_dir: Path | None = None, stage: str | None = None,
@@ -356,8 +447,13 @@ def validate(cfg: Text3DConfig, run_dir: Path | None = None, stage: str | None =
     from gen3d.diffusion.prior import resolve_model
     from gen3d.diffusion.prompts import check_vocabulary
     from gen3d.systems.runner import start_point
+    from gen3d.systems.stages import stage_configs
+
+    from gen3d.utils.distributed import world_size
 
     start_point(cfg, run_dir, stage, from_run)
+    particles_of_rank(cfg.particles, 0, world_size(cfg.trainer.devices))  # they must divide over the processes
     if cfg.stages and cfg.stages[0].overrides.get("representation", cfg.representation) == "mesh":
         raise UserError("the first stage must be a volume (NeRF) stage: mesh stages start from one")
+    latent_mode.check_stages([stage_cfg for _, stage_cfg in stage_configs(cfg)])  # rgb_as_latents: VAE etc.
     check_vocabulary(resolve_model(cfg.model), cfg.prompt)

@@ -99,23 +99,30 @@ def device_overrides(gpus: str | None, devices: int | None, device: str | None) 
     return out
 
 
-def log_parameter_sync(module) -> None:
-    """Lightning hook helper (on_train_end): check, and log on rank 0, that every rank of a
-    multi-process run ends with the same trainable parameters."""
+def log_parameter_sync(module, local: list[str] = (), particles: list[int] = ()) -> None:
+    """Lightning hook helper (on_train_end) for multi-process runs: check, and log on rank 0, that
+    every rank ends with the same shared trainable parameters (all but the names in `local`: the
+    particles a rank owns), and which particles each rank holds."""
     import logging
 
     import torch
+    import torch.distributed as dist
 
     trainer = module.trainer
     if trainer.world_size < 2:
         return
-    flat = torch.cat([p.detach().float().reshape(-1) for p in module.parameters() if p.requires_grad])
+    skip = set(local)
+    flat = torch.cat([p.detach().float().reshape(-1) for n, p in module.named_parameters()
+                      if p.requires_grad and n not in skip] or [torch.zeros(1, device=module.device)])
     checksum = torch.stack([flat.sum(), (flat * (torch.arange(flat.numel(), device=flat.device) % 7)).sum()])
     every = trainer.strategy.all_gather(checksum)
     same = bool(torch.equal(every, every[0:1].expand_as(every)))
+    held = [None] * trainer.world_size
+    dist.all_gather_object(held, list(particles))
     if trainer.is_global_zero:
-        logging.getLogger("gen3d").info("ddp: parameters %s across %d ranks", "identical" if same else "DIFFER",
-                                        trainer.world_size)
+        log = logging.getLogger("gen3d")
+        log.info("ddp: parameters %s across %d ranks", "identical" if same else "DIFFER", trainer.world_size)
+        log.info("ddp: particles per rank %s", held)
 
 
 def num_nodes() -> int:
@@ -128,14 +135,35 @@ def num_nodes() -> int:
     return 1
 
 
+def world_size(devices) -> int:
+    """Processes of a run: WORLD_SIZE when an external launcher set it, else devices per node x nodes."""
+    if os.environ.get("WORLD_SIZE"):
+        return int(os.environ["WORLD_SIZE"])
+    n = len(devices) if isinstance(devices, (list, tuple)) else int(devices)
+    return n * num_nodes()
+
+
+def _shared_ddp():
+    """Lightning's DDP strategy, except that a module sharing no trainable parameter between ranks
+    (each rank trains only its own particles, e.g. a mesh stage on a solid background) is not
+    wrapped: there is nothing to all-reduce, and torch's DDP refuses such a module."""
+    from lightning.pytorch.strategies import DDPStrategy
+
+    class SharedOnlyDDPStrategy(DDPStrategy):
+        def configure_ddp(self) -> None:
+            ignored = set(getattr(self.model, "_ddp_params_and_buffers_to_ignore", ()))
+            if any(p.requires_grad and n not in ignored for n, p in self.model.named_parameters()):
+                super().configure_ddp()
+
+    return SharedOnlyDDPStrategy
+
+
 def parallel_trainer_kwargs(devices) -> dict:
     """Lightning Trainer arguments for `devices` per node: DDP when there is more than one process.
 
     find_unused_parameters: particles that a rank does not render, and frozen stages, get no
     gradient on that rank."""
-    from lightning.pytorch.strategies import DDPStrategy
-
     n = len(devices) if isinstance(devices, (list, tuple)) else int(devices)
     nodes = num_nodes()
-    strategy = DDPStrategy(find_unused_parameters=True) if n > 1 or nodes > 1 else "auto"
+    strategy = _shared_ddp()(find_unused_parameters=True) if n > 1 or nodes > 1 else "auto"
     return {"devices": devices, "num_nodes": nodes, "strategy": strategy}
