@@ -83,7 +83,7 @@ def test_guidance_takes_rendered_latents_and_grads_reach_the_latent_albedo(tiny_
 def test_rgb_as_latents_end_to_end_exports_a_textured_mesh(tiny_pipeline, tmp_path, capsys):
     out = tmp_path / "outputs"
     args = ["--config", "dreamfusion.yaml", "--prompt", "a red cube", "--model", str(tiny_pipeline), "--steps", "4",
-            "--output", str(out), "rgb_as_latents=true", "trainer.preview_every=2", *TINY]
+            "--output", str(out), "rgb_as_latents=true", "background.type=mlp", "trainer.preview_every=2", *TINY]
     result = run_from_args(launch.parse_args(args))
     run_dir = out / "dreamfusion" / "a-red-cube"
     assert Path(result["run_dir"]) == run_dir
@@ -133,7 +133,7 @@ def test_rgb_as_latents_bad_input_is_one_line_exit_2(tiny_pipeline, tmp_path, ca
     assert not model_info(str(model)).has_vae or extra
     config = [] if "--config" in extra else ["--config", "dreamfusion.yaml"]
     code = launch.main([*config, "--prompt", "a red cube", "--model", str(model), "--output", str(tmp_path / "o"),
-                        "rgb_as_latents=true", *extra])
+                        "rgb_as_latents=true", "background.type=mlp", *extra])
     err = capsys.readouterr().err
     assert code == 2
     assert message in err and err.strip().count("\n") == 0
