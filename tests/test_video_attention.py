@@ -110,3 +110,31 @@ def test_select_trainable(unet2d):
     assert any("attn1.temporal.attn.to_k" in n for n in names)  # all of the temporal module
     with pytest.raises(UserError, match="matches no UNet parameter"):
         select_trainable(unet, ["attn9"])
+
+
+@pytest.mark.parametrize("mode", ["sparse_causal", "key_frame"])
+def test_source_group_reuses_the_first_videos_attention_weights(mode):
+    """Three videos of n frames in one batch, source_group=2: video 0 and video 2 attend as usual, video 1
+    gets softmax(q_0 k_0^T / sqrt(d)) v_1 (by hand, over the frames each frame attends to)."""
+    from einops import rearrange
+
+    torch.manual_seed(0)
+    attn = Attention(query_dim=16, heads=2, dim_head=8)
+    attn.set_processor(FrameAttnProcessor(mode))
+    n, tokens = 3, 5
+    x = torch.randn(3 * n, tokens, 16)
+    with torch.no_grad():
+        plain = attn(x, n_frames=n)
+        shared = attn(x, n_frames=n, source_group=2)
+        assert torch.allclose(shared[:n], plain[:n], atol=1e-6)
+        assert torch.allclose(shared[2 * n:], plain[2 * n:], atol=1e-6)
+        assert torch.allclose(attn(x[:n], n_frames=n, source_group=2), plain[:n], atol=1e-6)  # one video: as usual
+        heads = lambda t: rearrange(t, "n (h d) -> h n d", h=2)  # noqa: E731
+        for i, sources in enumerate(frame_sources(mode, n)):
+            q = heads(attn.to_q(x[i]))
+            k = heads(attn.to_k(torch.cat([x[j] for j in sources])))
+            v1 = heads(attn.to_v(torch.cat([x[n + j] for j in sources])))
+            w = torch.softmax(q @ k.transpose(1, 2) / 8 ** 0.5, dim=-1)
+            ref = attn.to_out[0](rearrange(w @ v1, "h n d -> n (h d)"))
+            assert torch.allclose(shared[n + i], ref, atol=1e-5), (mode, i)
+        assert not torch.allclose(shared[n:2 * n], plain[n:2 * n], atol=1e-3)

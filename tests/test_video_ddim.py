@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from gen3d.diffusion.prior import BUILTIN_PRIOR, load_prior
-from video.ddim import ddim_invert, ddim_sample, make_eps
+from video.ddim import ddim_edit, ddim_invert, ddim_sample, make_eps
 from video.demo import moving_shape
 from video.inflate import inflate
 from video.run import encode_frames
@@ -48,6 +48,20 @@ def test_inversion_through_the_inflated_unet(prior):
             prior.unet.conv_out.bias.mul_(1e3)
     assert float((rec - x0).norm() / x0.norm()) < 0.02
     assert float((other - x0).norm() / x0.norm()) > 0.5
+
+
+def test_ddim_edit_with_source_attention(prior):
+    """source_attention 0 is plain CFG sampling; an edit prompt equal to the source caption without CFG
+    follows the source branch exactly whatever the fraction; a different prompt changes the result."""
+    torch.manual_seed(0)
+    x_t = torch.randn(3, 4, 16, 16)
+    src, edit, neg = (prior.encode_text([p]) for p in ("a blue sphere", "a red cube", ""))
+    plain = ddim_sample(make_eps(prior, prior.unet, edit, neg, 4.0), x_t, prior, 4)
+    assert torch.allclose(ddim_edit(prior, prior.unet, x_t, src, edit, neg, 4.0, 4, 0.0), plain, atol=1e-5)
+    same = ddim_sample(make_eps(prior, prior.unet, src), x_t, prior, 4)
+    assert torch.allclose(ddim_edit(prior, prior.unet, x_t, src, src, neg, 1.0, 4, 1.0), same, atol=1e-4)
+    shared = ddim_edit(prior, prior.unet, x_t, src, edit, neg, 4.0, 4, 0.5)
+    assert shared.shape == x_t.shape and not torch.allclose(shared, plain, atol=1e-3)
 
 
 @pytest.mark.skipif(not (BUILTIN_PRIOR / "model_index.json").is_file(), reason="builtin prior not trained yet")

@@ -41,6 +41,8 @@ def _check_outputs(run_dir, n_edits, n_frames, fps):
     assert len(metrics["edits"]) == n_edits
     fc = metrics["edits"][0]["frame_consistency"]
     assert -1 <= fc["consecutive"] <= 1 and -1 <= fc["all_pairs"] <= 1 and fc["embedding"]
+    agree = metrics["edits"][0]["source_agreement"]  # silhouette kept from the source
+    assert 0 <= agree["silhouette_iou"] <= 1 and len(agree["silhouette_iou_per_frame"]) == n_frames
     assert not list(run_dir.rglob(".*.tmp*"))  # no temporary files left
     return metrics
 
@@ -131,3 +133,16 @@ def test_launch_command_line(tiny_pipeline, video, tmp_path, capsys):
     assert main(base + ["--video", str(video), "--frames", "3", cache, *TINY]) == 0
     runs = list((tmp_path / "tuneavideo").iterdir())
     assert len(runs) == 1 and (runs[0] / "edit-0.mp4").is_file() and (runs[0] / "metrics.json").is_file()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("precision", ["32-true", "16-mixed"])
+def test_tuneavideo_on_cuda(tiny_pipeline, video, tmp_path, precision):
+    """Fine-tuning, inversion and sampling with source attention on the GPU (autocast for 16-mixed)."""
+    cfg = _cfg("tuneavideo", tiny_pipeline, video, tmp_path, "device=cuda", f"trainer.precision={precision}",
+               "sampling.source_attention=1.0")
+    run_dir = tmp_path / "tav-cuda"
+    run_dir.mkdir()
+    run_video(cfg, run_dir)
+    metrics = _check_outputs(run_dir, 2, 3, 5.0)
+    assert all(0 <= m["source_agreement"]["silhouette_iou"] <= 1 for m in metrics["edits"])

@@ -84,7 +84,9 @@ def test_validate_and_no_partial_output(demo, tiny_pipeline, tmp_path):
            (dict(ok, control=["canny"]), "applies to ControlVideo"),
            (dict(ok, edit=[]), "no edit prompt"), (dict(ok, prompt=""), "caption is empty"),
            (dict(ok, frames=9), "has 6 frames"), (dict(ok, model=str(tmp_path / "nope")), "not found"),
-           (dict(ok, video=str(tmp_path / "nope.mp4")), "does not exist")]
+           (dict(ok, video=str(tmp_path / "nope.mp4")), "does not exist"),
+           (dict(ok, sampling={"source_attention": 1.5}), "fraction of the sampling steps"),
+           (dict(ok, sampling={"source_attention": 0.5, "invert": False}), "needs the inverted source latents")]
     for kw, msg in bad:
         run_dir = tmp_path / "run"
         run_dir.mkdir(exist_ok=True)

@@ -14,6 +14,13 @@ processor runs it right after the spatial attention: out = s + temporal(h + s), 
 block's normalised input and s the spatial attention's output. Temporal modules start with a
 zero output projection, so a freshly inflated UNet equals the 2D UNet frame by frame.
 Cross-attention (attn2) keeps diffusers' own processor behaviour via `PassThroughProcessor`.
+
+Source attention (`source_group=k` in `cross_attention_kwargs`, used by `video.ddim.ddim_edit`):
+the batch holds B videos [(b f), N, D] whose first is a source branch; videos 1..k-1 then use the
+source's spatial attention weights softmax(q_src k_src^T) with their own values, so they keep the
+source's layout while their values (colour, texture) follow their own prompts; videos k..B-1 (the
+unconditional half of classifier-free guidance) attend as usual. This is Prompt-to-Prompt's
+self-attention injection (into the conditional branch only), on the frame-aware self-attention.
 """
 from __future__ import annotations
 
@@ -43,7 +50,7 @@ class PassThroughProcessor(AttnProcessor2_0):
     """diffusers' scaled-dot-product processor that accepts (and ignores) `n_frames`."""
 
     def __call__(self, attn: Attention, hidden_states, encoder_hidden_states=None, attention_mask=None,
-                 temb=None, n_frames: int | None = None):
+                 temb=None, n_frames: int | None = None, source_group: int = 0):
         return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
 
 
@@ -55,19 +62,22 @@ class FrameAttnProcessor:
         self.mode, self.key_frame = mode, key_frame
 
     def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states=None,
-                 attention_mask=None, temb=None, n_frames: int | None = None) -> torch.Tensor:
+                 attention_mask=None, temb=None, n_frames: int | None = None,
+                 source_group: int = 0) -> torch.Tensor:
         f = n_frames or 1
         if encoder_hidden_states is not None or attention_mask is not None or hidden_states.ndim != 3:
             out = AttnProcessor2_0()(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
         else:
-            out = self.spatial(attn, hidden_states, f)
+            out = self.spatial(attn, hidden_states, f, source_group)
         temporal = getattr(attn, "temporal", None)
         if temporal is not None:
             out = out + temporal(hidden_states + out, f)
         return out
 
-    def spatial(self, attn: Attention, x: torch.Tensor, f: int) -> torch.Tensor:
-        """x [B*F, N, D] -> [B*F, N, D]: queries of each frame, keys/values of its source frames."""
+    def spatial(self, attn: Attention, x: torch.Tensor, f: int, source_group: int = 0) -> torch.Tensor:
+        """x [B*F, N, D] -> [B*F, N, D]: queries of each frame, keys/values of its source frames.
+
+        source_group k >= 2: videos 1..k-1 take the attention weights of video 0 (module docstring)."""
         q, k, v = attn.to_q(x), attn.to_k(x), attn.to_v(x)
         if self.mode != "self" and f > 1:
             src = torch.tensor(frame_sources(self.mode, f, self.key_frame), device=x.device)  # [F, S]
@@ -77,7 +87,16 @@ class FrameAttnProcessor:
             v = rearrange(v, "b f s n d -> (b f) (s n) d")
         h = attn.heads
         q, k, v = (rearrange(t, "b n (h d) -> b h n d", h=h) for t in (q, k, v))
-        out = F.scaled_dot_product_attention(q, k, v)
+        g = min(source_group, x.shape[0] // f) * f  # frames of the videos that share video 0's weights
+        if g > f:
+            # softmax(q_0 k_0^T) applied to the values of videos 0..k-1 at once (stacked on the last axis)
+            vv = rearrange(v[:g], "(b f) h s d -> f h s (b d)", f=f)
+            shared = rearrange(F.scaled_dot_product_attention(q[:f], k[:f], vv), "f h n (b d) -> (b f) h n d", f=f,
+                               b=g // f)
+            rest = F.scaled_dot_product_attention(q[g:], k[g:], v[g:]) if g < x.shape[0] else shared[:0]
+            out = torch.cat([shared, rest])
+        else:
+            out = F.scaled_dot_product_attention(q, k, v)
         out = rearrange(out, "b h n d -> b n (h d)").to(q.dtype)
         out = attn.to_out[1](attn.to_out[0](out))
         return out / attn.rescale_output_factor

@@ -39,6 +39,9 @@ class SamplingConfig:
     guidance_scale: float = 12.5
     negative_prompt: str = ""
     invert: bool = True  # False: start sampling from fresh noise (seeded) instead of inverted latents
+    # fraction of the sampling steps (the first, noisiest ones) in which the edit reuses the spatial
+    # self-attention weights of a source branch denoised alongside it (needs invert); 0: off, as in the papers
+    source_attention: float = 0.0
 
 
 @dataclass

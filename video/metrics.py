@@ -4,6 +4,11 @@ builtin prior, the project's shape/colour classifier on the edited frames.
 Frame consistency is the mean cosine similarity of image embeddings of consecutive frames and
 of all frame pairs; the embedding used is named in the result ("clip", "classifier-features"
 or "vae-latents", whichever is available first).
+
+For an edit, `source_agreement` says how well it keeps the source's silhouette: the IoU of the
+foreground masks of source and edited frames (foreground: pixels away from the frame's border colour,
+meaningful for plain backgrounds such as the demo's) and, with the classifier, the fraction of frames
+whose classified shape equals the source frame's (the classifier's error on the source cancels out).
 """
 from __future__ import annotations
 
@@ -31,6 +36,29 @@ def frame_consistency(emb: torch.Tensor) -> dict:
             "all_pairs": float(torch.stack([sim[i, j] for i, j in pairs]).mean())}
 
 
+def silhouette_masks(frames: torch.Tensor, threshold: float = 0.1) -> torch.Tensor:
+    """frames [F,3,H,W] in [0,1] -> foreground masks [F,H,W] (bool): pixels whose colour differs from the
+    frame's background (the median colour of its border pixels) by more than `threshold` in some channel."""
+    x = frames.float()
+    border = torch.cat([x[..., 0, :], x[..., -1, :], x[..., :, 0], x[..., :, -1]], dim=-1)  # [F,3,2H+2W]
+    background = border.median(dim=-1).values[..., None, None]  # [F,3,1,1]
+    return (x - background).abs().amax(dim=1) > threshold
+
+
+def source_agreement(source: torch.Tensor, edited: torch.Tensor, source_shapes: list[str] | None = None,
+                     edited_shapes: list[str] | None = None) -> dict:
+    """source / edited [F,3,H,W] in [0,1] -> silhouette IoU per frame and mean, and (given the classified
+    shapes of both) the fraction of frames classified as the same shape as the source frame."""
+    a, b = silhouette_masks(source), silhouette_masks(edited.to(source.device))
+    inter = (a & b).flatten(1).sum(1).float()
+    union = (a | b).flatten(1).sum(1).float()
+    iou = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
+    out = {"silhouette_iou": float(iou.mean()), "silhouette_iou_per_frame": [round(float(v), 4) for v in iou]}
+    if source_shapes is not None and edited_shapes is not None:
+        out["shape_agreement"] = sum(s == e for s, e in zip(source_shapes, edited_shapes)) / len(source_shapes)
+    return out
+
+
 class Judge:
     """Loads whatever evaluation models exist locally, once per run."""
 
@@ -48,8 +76,9 @@ class Judge:
         """frames [F,3,H,W] in [0,1] -> (embedding name, [F,D])."""
         if self.clip is not None:
             model, proc = self.clip
-            inputs = proc(images=list(frames.permute(0, 2, 3, 1).cpu().numpy()), return_tensors="pt", do_rescale=False)
-            return "clip", model.get_image_features(**inputs)
+            inputs = proc(images=list(frames.float().permute(0, 2, 3, 1).cpu().numpy()), return_tensors="pt",
+                          do_rescale=False)
+            return "clip", _pooled(model.get_image_features(pixel_values=inputs["pixel_values"].to(model.dtype)))
         if self.classifier is not None:
             p = next(self.classifier.parameters())
             x = frames.to(p.device, p.dtype)
@@ -59,13 +88,17 @@ class Judge:
         return "vae-latents", lat.flatten(1)
 
     @torch.no_grad()
-    def text_alignment(self, frames: torch.Tensor, prompt: str) -> float | None:
+    def text_alignment(self, frames: torch.Tensor, prompt: str, image_emb: torch.Tensor | None = None) -> float | None:
+        """Mean over frames of cos(CLIP image features, CLIP text features of `prompt`); None without CLIP.
+
+        image_emb: the frames' CLIP image features [F,D] when already computed (`embed`)."""
         if self.clip is None:
             return None
         model, proc = self.clip
-        img = self.embed(frames)[1]
-        txt = model.get_text_features(**proc(text=[prompt], return_tensors="pt", padding=True))
-        return float((F.normalize(img, dim=-1) @ F.normalize(txt, dim=-1).T).mean())
+        img = self.embed(frames)[1] if image_emb is None else image_emb
+        tokens = proc(text=[prompt], return_tensors="pt", padding=True, truncation=True)  # long prompts: cut
+        txt = _pooled(model.get_text_features(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]))
+        return float((F.normalize(img.float(), dim=-1) @ F.normalize(txt.float(), dim=-1).T).mean())
 
     def classify(self, frames: torch.Tensor, prompt: str) -> dict | None:
         """Fractions of frames whose classified colour / shape match the ones named in `prompt`."""
@@ -85,16 +118,28 @@ class Judge:
             out["colour_accuracy"] = sum(c == want_colour for c in colours) / len(colours)
         return out
 
-    def report(self, frames: torch.Tensor, prompt: str) -> dict:
+    def report(self, frames: torch.Tensor, prompt: str, source: tuple[torch.Tensor, dict] | None = None) -> dict:
+        """frames [F,3,H,W] in [0,1] judged against `prompt`; source: (source frames, their report) for an
+        edit, adding `source_agreement`."""
         name, emb = self.embed(frames)
         out = {"prompt": prompt, "frame_consistency": {"embedding": name, **frame_consistency(emb)}}
-        align = self.text_alignment(frames, prompt)
+        align = self.text_alignment(frames, prompt, emb if name == "clip" else None)
         if align is not None:
             out["text_alignment_clip"] = align
         cls = self.classify(frames, prompt)
         if cls is not None:
             out["classifier"] = cls
+        if source is not None:
+            src_frames, src_report = source
+            src_shapes = (src_report.get("classifier") or {}).get("shapes")
+            out["source_agreement"] = source_agreement(src_frames, frames, src_shapes, (cls or {}).get("shapes"))
         return out
+
+
+def _pooled(out) -> torch.Tensor:
+    """CLIPModel.get_{image,text}_features: a tensor [B,D] (transformers 4) or an output whose
+    pooler_output is the projected features (transformers 5)."""
+    return out if torch.is_tensor(out) else out.pooler_output
 
 
 def _load_clip(name: str | None):

@@ -25,7 +25,7 @@ from gen3d.utils.distributed import global_rank
 from gen3d.utils.media import save_image, write_video
 from video.config import VideoEditConfig
 from video.control import (ControlledUNet, control_maps, load_controlnets, parse_controls, resolve_controlnets)
-from video.ddim import ddim_invert, ddim_sample, make_eps
+from video.ddim import ddim_edit, ddim_invert, ddim_sample, make_eps
 from video.inflate import inflate, select_trainable
 from video.io import read_video
 from video.metrics import Judge
@@ -58,6 +58,12 @@ def validate(cfg: VideoEditConfig) -> None:
         raise UserError(f"--size must be a positive multiple of 8 (got {cfg.size})")
     if cfg.trainer.max_steps < 0 or cfg.sampling.steps < 1 or cfg.sampling.inversion_steps < 1:
         raise UserError("trainer.max_steps must be >= 0 and sampling.steps, sampling.inversion_steps >= 1")
+    if not 0.0 <= cfg.sampling.source_attention <= 1.0:
+        raise UserError(f"sampling.source_attention is a fraction of the sampling steps in [0, 1] "
+                        f"(got {cfg.sampling.source_attention})")
+    if cfg.sampling.source_attention > 0 and not cfg.sampling.invert:
+        raise UserError("sampling.source_attention needs the inverted source latents: set sampling.invert=true "
+                        "or sampling.source_attention=0")
     read_video(cfg.video, cfg.frames, cfg.stride, cfg.start, cfg.size or 64, cfg.fps)
     resolve_model(cfg.model)
     kinds = [k for k, _ in controls]
@@ -189,12 +195,15 @@ def run_video(cfg: VideoEditConfig, run_dir: Path, resume: Path | None = None, e
             if not s.invert:
                 g = torch.Generator().manual_seed(cfg.seed + i)
                 x_t = torch.randn(latents.shape, generator=g).to(device)
-            eps = make_eps(prior, model, e[None], neg_emb, s.guidance_scale)
-            out = ddim_sample(eps, x_t, prior, s.steps)
+            if s.source_attention > 0:
+                out = ddim_edit(prior, model, x_t, src_emb, e[None], neg_emb, s.guidance_scale, s.steps,
+                                s.source_attention)
+            else:
+                out = ddim_sample(make_eps(prior, model, e[None], neg_emb, s.guidance_scale), x_t, prior, s.steps)
             with torch.no_grad():
                 edited = prior.decode_latents(out.to(prior.dtype)).float().cpu()
             paths = write_edit(run_dir, i, frames.cpu(), edited, clip.fps)
-            metrics["edits"].append({**judge.report(edited, text), "files": paths})
+            metrics["edits"].append({**judge.report(edited, text, (frames.cpu(), metrics["source"])), "files": paths})
             result["edits"].append(paths)
     metrics.update(fps=clip.fps, frames=clip.indices, size=size, first_loss=tuner.first_loss,
                    last_loss=tuner.last_loss)
@@ -215,4 +224,8 @@ def _print_metrics(metrics: dict) -> None:
         for k in ("colour_accuracy", "shape_accuracy"):
             if k in cls:
                 line += f" {k.replace('_', '-')}={cls[k]:.2f}"
+        agree = m.get("source_agreement") or {}
+        for k in ("silhouette_iou", "shape_agreement"):
+            if k in agree:
+                line += f" {k.replace('_', '-')}={agree[k]:.2f}"
         print(line, flush=True)
