@@ -97,19 +97,32 @@ def test_device_errors(args, message, capsys, tmp_path):
     assert not any(tmp_path.iterdir())  # nothing written
 
 
-def test_tuneavideo_two_processes(tiny_pipeline, tmp_path):
+@pytest.mark.parametrize("method", ["tuneavideo", "controlvideo"])
+def test_video_two_processes(tiny_pipeline, controlnet, tmp_path, method):
     from video.demo import moving_shape
     from gen3d.utils.media import write_video
 
     clip = tmp_path / "clip.mp4"
     write_video(clip, moving_shape(8, 64, "sphere", "blue").permute(0, 2, 3, 1), fps=8)
-    launch_procs("--config", "tuneavideo.yaml", "--video", str(clip), "--prompt", "a blue sphere", "--edit", "a red sphere",
+    extra = ["--control", "canny", f"controlnet={controlnet}"] if method == "controlvideo" else []
+    launch_procs("--config", f"{method}.yaml", "--video", str(clip), "--prompt", "a blue sphere", "--edit", "a red sphere",
                  "--model", str(tiny_pipeline), "--output", str(tmp_path / "out"), "--device", "cpu", "--devices", "2",
-                 "trainer.max_steps=4", "sampling.steps=3", "sampling.inversion_steps=3")
-    runs = list((tmp_path / "out" / "tuneavideo").iterdir())
+                 "trainer.max_steps=4", "sampling.steps=3", "sampling.inversion_steps=3", *extra)
+    runs = list((tmp_path / "out" / method).iterdir())
     assert len(runs) == 1
     assert "ddp: parameters identical across 2 ranks" in (runs[0] / "log.txt").read_text()
     assert (runs[0] / "edit-0.mp4").is_file()
+
+
+def test_magic3d_two_processes(tiny_pipeline, tmp_path):
+    from tests.test_methods import M3_STAGES
+
+    launch_procs("--config", "magic3d.yaml", "--prompt", "a red cube", "--model", str(tiny_pipeline),
+                 "--output", str(tmp_path), "--device", "cpu", "--devices", "2", *TINY, M3_STAGES)
+    runs = list((tmp_path / "magic3d").iterdir())
+    assert len(runs) == 1
+    assert (runs[0] / "log.txt").read_text().count("ddp: parameters identical across 2 ranks") == 2
+    assert (runs[0] / "export" / "model.glb").is_file()
 
 
 def test_slurm_tasks_share_one_run(tiny_pipeline, tmp_path):

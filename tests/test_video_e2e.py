@@ -68,21 +68,6 @@ def test_tuneavideo_end_to_end_and_export_only(tiny_pipeline, video, tmp_path):
     assert abs(a - b).max() <= 2
 
 
-@pytest.fixture(scope="module")
-def controlnet(tiny_pipeline, tmp_path_factory):
-    """A random-weight ControlNet for the tiny prior (zero convolutions made non-zero)."""
-    from diffusers import ControlNetModel, UNet2DConditionModel
-
-    unet = UNet2DConditionModel.from_pretrained(tiny_pipeline, subfolder="unet")
-    net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32, 64))
-    torch.manual_seed(0)
-    for m in [*net.controlnet_down_blocks, net.controlnet_mid_block, net.controlnet_cond_embedding.conv_out]:
-        torch.nn.init.normal_(m.weight, std=0.02)
-    path = tmp_path_factory.mktemp("cn") / "controlnet"
-    net.save_pretrained(path)
-    return path
-
-
 def test_controlvideo_end_to_end(tiny_pipeline, video, controlnet, tmp_path):
     cfg = _cfg("controlvideo", tiny_pipeline, video, tmp_path, f"controlnet={controlnet}", "control=[canny:0.8]")
     assert cfg.inflation.spatial == "key_frame" and cfg.inflation.trainable == ["attn1.to_out", "temporal"]
