@@ -40,6 +40,16 @@ class VideoTuner(L.LightningModule):
     def trainable_names(self) -> set[str]:
         return {n for n, p in self.named_parameters() if p.requires_grad}
 
+    def setup(self, stage: str) -> None:  # Lightning hook, before DDP wraps this module
+        """Frozen weights (the prior's UNet, the ControlNets) and the fixed inputs are identical on every
+        rank: DDP neither broadcasts nor all-reduces them, only the fine-tuned parameters."""
+        if self.trainer.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            frozen = [n for n, p in self.named_parameters() if not p.requires_grad]
+            DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+                self, frozen + [n for n, _ in self.named_buffers()])
+
     def training_step(self, batch, batch_idx):
         x0 = self.latents
         f = x0.shape[0]
