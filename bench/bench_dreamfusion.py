@@ -40,7 +40,7 @@ def main() -> None:
         batch = torch.utils.data.default_collate([data[i]])
         cams = batch_to_cameras(batch, cfg.camera.height, cfg.camera.width)
         t0 = time.perf_counter()
-        out = system.scenes[0](cams, shading=a.shading)
+        out = system.scene(0)(cams, shading=a.shading)
         t1 = time.perf_counter()
         cond, uncond = system._prompts(cams.elevation, cams.azimuth)
         g = system._guidance(out["comp_rgb"].permute(0, 3, 1, 2), cond, uncond, i)
@@ -49,7 +49,7 @@ def main() -> None:
         t3 = time.perf_counter()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        system.scenes[0].update_step(i)
+        system.scene(0).update_step(i)
         t4 = time.perf_counter()
         if i >= 5:  # warm-up excluded
             for k, dt in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):

@@ -103,7 +103,7 @@ def bench_text3d(a, overrides: list[str], model: str, extra: dict) -> dict:
     r = fit(system, loader, a.steps, a.warmup, scfg.trainer.precision)
     r.update(stage=name, render=f"{scfg.camera.height}x{scfg.camera.width}", model_dtype=str(system._prior.dtype),
              unet_params_m=sum(p.numel() for p in system._prior.unet.parameters()) / 1e6,
-             nerfacc=type(system.scenes[0].occupancy).__name__)
+             nerfacc=type(system.scene(0).occupancy).__name__)
     return r
 
 
