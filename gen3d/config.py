@@ -90,6 +90,7 @@ def build_config(schema_cls: type, *layers: dict | list[str]) -> Any:
     schema = OmegaConf.structured(schema_cls)
     merged = schema
     for layer in layers:
+        raw = layer
         if isinstance(layer, list):
             for item in layer:
                 if "=" not in item:
@@ -102,6 +103,10 @@ def build_config(schema_cls: type, *layers: dict | list[str]) -> Any:
             merged = OmegaConf.merge(merged, layer)
         except OmegaConfBaseException as err:
             raise UserError(_explain(err, schema)) from None
+        except (TypeError, ValueError) as err:  # e.g. indexing into a list field: stages[1].x=...
+            keys = " ".join(raw) if isinstance(raw, list) else "the config"
+            raise UserError(f"cannot apply {keys}: {err} (a list such as 'stages' is replaced whole: "
+                            "stages=[{name: ..., overrides: {...}}, ...])") from None
     return to_dataclass(merged)
 
 

@@ -65,3 +65,13 @@ def test_config_path_resolution():
     assert resolve_config_path("dreamfusion").name == "dreamfusion.yaml"
     with pytest.raises(UserError, match="not found"):
         resolve_config_path("nope.yaml")
+
+
+def test_override_into_a_list_field_is_a_one_line_error(capsys, tmp_path):
+    import launch
+
+    code = launch.main(["--config", "magic3d.yaml", "--prompt", "a red cube", "--output", str(tmp_path),
+                        "stages[1].overrides.optimizer.lr_offsets=0.00002"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: cannot apply stages[1]") and err.count("\n") == 1
+    assert not any(tmp_path.iterdir())

@@ -36,6 +36,9 @@ class MeshGeometryConfig:
     threshold: Union[float, str] = "auto"
     min_component_fraction: float = 0.05
     chunk_size: int = 65536
+    # Taubin smoothing passes on the extracted surface (volume-preserving; removes the marching-cubes
+    # bumps of a noisy NeRF density before the mesh stage refines it); 0 = off
+    smooth_iterations: int = 10
 
 
 class MeshGeometry(nn.Module):
@@ -72,6 +75,10 @@ class MeshGeometry(nn.Module):
                                cfg.resolution if resolution is None else resolution,
                                cfg.threshold if threshold is None else threshold,
                                cfg.chunk_size, cfg.min_component_fraction, device)
+        if cfg.smooth_iterations > 0:
+            import trimesh
+
+            trimesh.smoothing.filter_taubin(mesh, iterations=cfg.smooth_iterations)
         return cls(cfg, mesh.vertices, mesh.faces)
 
     @classmethod
