@@ -38,7 +38,7 @@ class MeshGeometryConfig:
     chunk_size: int = 65536
     # Taubin smoothing passes on the extracted surface (volume-preserving; removes the marching-cubes
     # bumps of a noisy NeRF density before the mesh stage refines it); 0 = off
-    smooth_iterations: int = 10
+    smooth_iterations: int = 50
 
 
 class MeshGeometry(nn.Module):
