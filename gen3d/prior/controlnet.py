@@ -63,7 +63,7 @@ class ControlNetTrainConfig:
     lr: float = 5e-4
     warmup_steps: int = 50
     p_uncond: float = 0.1
-    max_minutes: float = 21.0  # training wall time; rendering + latents + canny maps come on top
+    max_minutes: float = 55.0  # training wall time (6000 steps: 37 min); rendering + latents + canny maps on top
     ckpt_every_minutes: float = 3.0
     output_dir: str = CONTROLNET_DIR
     progress_bar: bool = True
