@@ -25,7 +25,7 @@ from gen3d.utils.distributed import global_rank
 from gen3d.utils.media import save_image, write_video
 from video.config import VideoEditConfig
 from video.control import (ControlledUNet, control_maps, load_controlnets, parse_controls, resolve_controlnets)
-from video.ddim import ddim_edit, ddim_invert, ddim_sample, make_eps
+from video.ddim import ddim_edit, ddim_invert, make_eps
 from video.inflate import inflate, select_trainable
 from video.io import read_video
 from video.metrics import Judge
@@ -195,11 +195,8 @@ def run_video(cfg: VideoEditConfig, run_dir: Path, resume: Path | None = None, e
             if not s.invert:
                 g = torch.Generator().manual_seed(cfg.seed + i)
                 x_t = torch.randn(latents.shape, generator=g).to(device)
-            if s.source_attention > 0:
-                out = ddim_edit(prior, model, x_t, src_emb, e[None], neg_emb, s.guidance_scale, s.steps,
-                                s.source_attention)
-            else:
-                out = ddim_sample(make_eps(prior, model, e[None], neg_emb, s.guidance_scale), x_t, prior, s.steps)
+            # source_attention 0: plain CFG sampling (ddim_edit then equals ddim_sample)
+            out = ddim_edit(prior, model, x_t, src_emb, e[None], neg_emb, s.guidance_scale, s.steps, s.source_attention)
             with torch.no_grad():
                 edited = prior.decode_latents(out.to(prior.dtype)).float().cpu()
             paths = write_edit(run_dir, i, frames.cpu(), edited, clip.fps)

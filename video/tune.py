@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
-from gen3d.utils.distributed import log_parameter_sync, parallel_trainer_kwargs
+from gen3d.utils.distributed import exclude_from_ddp, log_parameter_sync, parallel_trainer_kwargs
 
 from video.config import VideoEditConfig
 
@@ -43,12 +43,8 @@ class VideoTuner(L.LightningModule):
     def setup(self, stage: str) -> None:  # Lightning hook, before DDP wraps this module
         """Frozen weights (the prior's UNet, the ControlNets) and the fixed inputs are identical on every
         rank: DDP neither broadcasts nor all-reduces them, only the fine-tuned parameters."""
-        if self.trainer.world_size > 1:
-            from torch.nn.parallel import DistributedDataParallel
-
-            frozen = [n for n, p in self.named_parameters() if not p.requires_grad]
-            DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
-                self, frozen + [n for n, _ in self.named_buffers()])
+        frozen = [n for n, p in self.named_parameters() if not p.requires_grad]
+        exclude_from_ddp(self, frozen + [n for n, _ in self.named_buffers()])
 
     def training_step(self, batch, batch_idx):
         x0 = self.latents

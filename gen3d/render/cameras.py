@@ -137,7 +137,7 @@ def turntable(n_views: int, elevation_deg: float = 15.0, distance: float = 2.3, 
 
 def get_rays(cameras: Cameras) -> tuple[torch.Tensor, torch.Tensor]:
     """World-space rays through pixel centres: (rays_o [B,H,W,3], rays_d [B,H,W,3] unit)."""
-    B, H, W = len(cameras), cameras.height, cameras.width
+    H, W = cameras.height, cameras.width
     device, dtype = cameras.c2w.device, cameras.c2w.dtype
     focal = 0.5 * H / torch.tan(0.5 * cameras.fovy)  # [B]
     j, i = torch.meshgrid(torch.arange(H, device=device, dtype=dtype), torch.arange(W, device=device, dtype=dtype), indexing="ij")

@@ -21,7 +21,7 @@ from gen3d.export import export_mesh, export_trimesh
 from gen3d.geometry.mesh import MeshGeometry
 from gen3d.systems import latent_mode
 from gen3d.systems.stages import stage_configs, stage_index
-from gen3d.systems.text3d import RandomCameraDataset, Text3DConfig, Text3DSystem, check_config
+from gen3d.systems.text3d import RandomCameraDataset, Text3DConfig, Text3DSystem, check_config, run_device
 from gen3d.utils.atomic import write_text_atomic
 from gen3d.utils.distributed import global_rank, parallel_trainer_kwargs
 from gen3d.utils.media import image_grid, save_image, write_video
@@ -50,14 +50,13 @@ class PreviewAndLog(Callback):
 
 
 def resolve_accelerator(cfg: Text3DConfig) -> str:
+    """'cuda' or 'cpu' for Lightning (`run_device`), with one-line errors for impossible requests."""
     want = cfg.device if cfg.device != "auto" else cfg.trainer.accelerator
     if want == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda asked for, but this machine has no CUDA device (use --device cpu)")
-    if want == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if want not in ("cpu", "cuda", "gpu"):
+    if want not in ("auto", "cpu", "cuda", "gpu"):
         raise UserError(f"unknown device '{want}' (use cpu or cuda)")
-    return want
+    return run_device(cfg)
 
 
 def make_trainer(cfg: Text3DConfig, ckpt_dir: Path, preview_dir: Path, stage: str) -> L.Trainer:
@@ -199,6 +198,6 @@ def run_text3d(cfg: Text3DConfig, run_dir: Path, resume: Path | None = None, exp
     if len(system.scenes) < cfg.particles:  # particles were spread over ranks: the checkpoint holds them all
         system = load_system(stages[-1][1], final_ckpt, prior)
     # Lightning's teardown leaves a trained module on the CPU; render and export where it trained
-    system.to("cuda" if resolve_accelerator(cfg) in ("cuda", "gpu") else "cpu")
+    system.to(run_device(cfg))
     result.update(finalize(system, run_dir))
     return result

@@ -33,7 +33,7 @@ from gen3d.render.mesh_renderer import MeshRenderer, MeshRendererConfig
 from gen3d.render.shading import pick_shading
 from gen3d.render.volume import RendererConfig, VolumeRenderer
 from gen3d.systems import latent_mode
-from gen3d.utils.distributed import log_parameter_sync
+from gen3d.utils.distributed import exclude_from_ddp, log_parameter_sync
 from gen3d.utils.schedule import schedule_value
 
 log = logging.getLogger("gen3d")
@@ -234,10 +234,7 @@ class Text3DSystem(L.LightningModule):
         self.trainer.strategy.barrier("gen3d-prior")
         self.setup_prior(self.trainer.strategy.root_device)
         self.keep_particles(particles_of_rank(self.cfg.particles, self.trainer.global_rank, self.trainer.world_size))
-        if self.trainer.world_size > 1:  # Lightning hands this module itself to DDP
-            from torch.nn.parallel import DistributedDataParallel
-
-            DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(self, self.ddp_local_names())
+        exclude_from_ddp(self, self.ddp_local_names())
 
     # ----- particles over ranks -----------------------------------------------------------------------
     def particle_ids(self) -> list[int]:
@@ -433,8 +430,7 @@ def check_config(cfg: Text3DConfig) -> None:
         raise UserError(f"--particles must be at least 1 (got {cfg.particles})")
     if cfg.guidance.type not in ("sds", "vsd"):
         raise UserError(f"guidance.type must be 'sds' or 'vsd' (got '{cfg.guidance.type}')")
-    if cfg.model_dtype != "auto" and cfg.model_dtype not in DTYPES:
-        raise UserError(f"model_dtype must be auto, {', '.join(DTYPES)} (got '{cfg.model_dtype}')")
+    prior_dtype(cfg.model_dtype, torch.device("cpu"))  # UserError for an unknown model_dtype
     if cfg.representation not in REPRESENTATIONS:
         raise UserError(f"representation must be one of {', '.join(REPRESENTATIONS)} (got '{cfg.representation}')")
     latent_mode.check_config(cfg)
@@ -447,13 +443,11 @@ def validate(cfg: Text3DConfig, run_dir: Path | None = None, stage: str | None =
     from gen3d.diffusion.prior import resolve_model
     from gen3d.diffusion.prompts import check_vocabulary
     from gen3d.systems.runner import start_point
-    from gen3d.systems.stages import stage_configs
-
     from gen3d.utils.distributed import world_size
 
-    start_point(cfg, run_dir, stage, from_run)
+    stages, _, _ = start_point(cfg, run_dir, stage, from_run)
     particles_of_rank(cfg.particles, 0, world_size(cfg.trainer.devices))  # they must divide over the processes
     if cfg.stages and cfg.stages[0].overrides.get("representation", cfg.representation) == "mesh":
         raise UserError("the first stage must be a volume (NeRF) stage: mesh stages start from one")
-    latent_mode.check_stages([stage_cfg for _, stage_cfg in stage_configs(cfg)])  # rgb_as_latents: VAE etc.
+    latent_mode.check_stages([stage_cfg for _, stage_cfg in stages])  # rgb_as_latents: VAE etc.
     check_vocabulary(resolve_model(cfg.model), cfg.prompt)

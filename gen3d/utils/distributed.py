@@ -135,12 +135,25 @@ def num_nodes() -> int:
     return 1
 
 
+def devices_per_node(devices) -> int:
+    """trainer.devices (a count or a list of device ids) -> number of processes per node."""
+    return len(devices) if isinstance(devices, (list, tuple)) else int(devices)
+
+
 def world_size(devices) -> int:
     """Processes of a run: WORLD_SIZE when an external launcher set it, else devices per node x nodes."""
     if os.environ.get("WORLD_SIZE"):
         return int(os.environ["WORLD_SIZE"])
-    n = len(devices) if isinstance(devices, (list, tuple)) else int(devices)
-    return n * num_nodes()
+    return devices_per_node(devices) * num_nodes()
+
+
+def exclude_from_ddp(module, names: list[str]) -> None:
+    """Lightning hook helper (`setup`, before DDP wraps the LightningModule itself): parameters and
+    buffers DDP must neither broadcast nor all-reduce (frozen weights, a rank's own particles)."""
+    if module.trainer.world_size > 1 and names:
+        from torch.nn.parallel import DistributedDataParallel
+
+        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(module, names)
 
 
 def _shared_ddp():
@@ -163,7 +176,7 @@ def parallel_trainer_kwargs(devices) -> dict:
 
     find_unused_parameters: particles that a rank does not render, and frozen stages, get no
     gradient on that rank."""
-    n = len(devices) if isinstance(devices, (list, tuple)) else int(devices)
+    n = devices_per_node(devices)
     nodes = num_nodes()
     strategy = _shared_ddp()(find_unused_parameters=True) if n > 1 or nodes > 1 else "auto"
     return {"devices": devices, "num_nodes": nodes, "strategy": strategy}
