@@ -21,6 +21,7 @@ from gen3d.diffusion.prior import load_prior, resolve_model
 from gen3d.diffusion.prompts import cached_text_embeddings
 from gen3d.errors import UserError
 from gen3d.utils.atomic import write_text_atomic
+from gen3d.utils.device import resolve_accelerator
 from gen3d.utils.distributed import global_rank
 from gen3d.utils.media import save_image, write_video
 from video.config import VideoEditConfig
@@ -99,12 +100,6 @@ def encode_frames(prior, frames: torch.Tensor) -> torch.Tensor:
     return prior.vae.encode(x).latent_dist.mean * prior.vae.config.scaling_factor
 
 
-def _accelerator(cfg: VideoEditConfig) -> str:
-    from gen3d.systems.runner import resolve_accelerator
-
-    return resolve_accelerator(cfg)
-
-
 def build_model(cfg: VideoEditConfig, prior, frames: torch.Tensor, run_dir: Path | None = None) -> torch.nn.Module:
     """Inflate the prior's UNet in place (and wrap it with ControlNets for ControlVideo)."""
     inf = cfg.inflation
@@ -156,7 +151,7 @@ def run_video(cfg: VideoEditConfig, run_dir: Path, resume: Path | None = None, e
     last = run_dir / "ckpts" / "last.ckpt"
     resume = resume or (last if last.is_file() else None)  # --resume RUN_DIR continues its fine-tuning
     L.seed_everything(cfg.seed + rank, workers=True, verbose=False)
-    accelerator = _accelerator(cfg)
+    accelerator = resolve_accelerator(cfg)
     device = torch.device("cuda" if accelerator in ("cuda", "gpu") else "cpu")
     prior = load_prior(cfg.model, device)
     size = cfg.size or prior.image_size

@@ -1,0 +1,52 @@
+"""Where a run trains and in which dtype the prior runs: one decision for 3D and video runs.
+
+A config asks for a device with `device` (auto | cpu | cuda) and, for older configs, with
+`trainer.accelerator` (read only while `device` is auto). Every function takes such a config or
+the requested name itself.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from gen3d.errors import UserError
+
+DEVICES = ("auto", "cpu", "cuda", "gpu")  # gpu: Lightning's name for cuda
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def requested_device(cfg: Any) -> str:
+    """The device name a config (or a plain string) asks for, before any check."""
+    if isinstance(cfg, str):
+        return cfg
+    device = getattr(cfg, "device", "auto")
+    trainer = getattr(cfg, "trainer", None)
+    if device == "auto" and trainer is not None:
+        return getattr(trainer, "accelerator", "auto")
+    return device
+
+
+def run_device(cfg: Any) -> str:
+    """'cuda' or 'cpu': where this run trains (auto = CUDA if present). No checks: see resolve_accelerator."""
+    want = requested_device(cfg)
+    return "cuda" if want in ("cuda", "gpu") or (want == "auto" and torch.cuda.is_available()) else "cpu"
+
+
+def resolve_accelerator(cfg: Any) -> str:
+    """'cuda' or 'cpu' for Lightning (`run_device`), with one-line errors for impossible requests."""
+    want = requested_device(cfg)
+    if want == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda asked for, but this machine has no CUDA device (use --device cpu)")
+    if want not in DEVICES:
+        raise UserError(f"unknown device '{want}' (use cpu or cuda)")
+    return run_device(want)
+
+
+def prior_dtype(name: str, device: torch.device) -> torch.dtype:
+    """model_dtype -> torch dtype; auto: float16 on CUDA, float32 elsewhere."""
+    if name == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if name not in DTYPES:
+        raise UserError(f"model_dtype must be auto, {', '.join(DTYPES)} (got '{name}')")
+    return DTYPES[name]
