@@ -17,8 +17,8 @@ from diffusers import DDIMScheduler, StableDiffusionPipeline
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from gen3d.diffusion.prior import encode_text  # noqa: E402
 from gen3d.prior.model import build_random_pipeline  # noqa: E402
-from gen3d.prior.train import encode_text  # noqa: E402
 
 
 def _median_seconds(fn, repeats: int) -> float:

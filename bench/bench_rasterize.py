@@ -53,7 +53,7 @@ def main() -> None:
     for size in (64, 128):
         cams = sampler.sample(a.batch, generator=torch.Generator().manual_seed(1), height=size, width=size)
         clip = world_to_clip(geo.vertices().detach(), cams, 0.1, 100.0)
-        t_rast = _median_time(lambda: rasterize(clip, geo.faces, size, size, backend="torch"), a.iters)
+        t_rast = _median_time(lambda clip=clip, size=size: rasterize(clip, geo.faces, size, size, backend="torch"), a.iters)
         for mode in ("albedo", "lambertian", "normal"):
             fwd, bwd = [], []
             for _ in range(a.iters + 2):

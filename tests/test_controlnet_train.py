@@ -8,10 +8,18 @@ import torch
 from safetensors.torch import load_file
 
 from gen3d.config import build_config, read_yaml
+from gen3d.diffusion.control import controlled
 from gen3d.diffusion.prior import load_prior
 from gen3d.errors import UserError
-from gen3d.prior.controlnet import (ControlNetModule, ControlNetTrainConfig, build_controlnet, canny_dataset,
-                                    controlled, edge_iou, last_ckpt, main)
+from gen3d.prior.controlnet import (
+    ControlNetModule,
+    ControlNetTrainConfig,
+    build_controlnet,
+    canny_dataset,
+    last_ckpt,
+    main,
+)
+from gen3d.prior.controlnet_eval import edge_iou
 from gen3d.prior.data import CaptionedImages, PriorDataConfig, render_dataset
 from video.config import VideoEditConfig
 

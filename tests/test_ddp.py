@@ -99,8 +99,8 @@ def test_device_errors(args, message, capsys, tmp_path):
 
 @pytest.mark.parametrize("method", ["tuneavideo", "controlvideo"])
 def test_video_two_processes(tiny_pipeline, controlnet, tmp_path, method):
-    from video.demo import moving_shape
     from gen3d.utils.media import write_video
+    from video.demo import moving_shape
 
     clip = tmp_path / "clip.mp4"
     write_video(clip, moving_shape(8, 64, "sphere", "blue").permute(0, 2, 3, 1), fps=8)

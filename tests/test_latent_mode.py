@@ -12,8 +12,8 @@ import launch
 from gen3d.cli import run_from_args
 from gen3d.diffusion.prior import load_prior, model_info
 from gen3d.export.latent_rgb import fit_linear_map, pixel_pairs
-from gen3d.geometry.implicit import ImplicitVolume, ImplicitVolumeConfig
 from gen3d.geometry.hashgrid import HashGridConfig
+from gen3d.geometry.implicit import ImplicitVolume, ImplicitVolumeConfig
 from gen3d.guidance.sds import GuidanceConfig, SDSGuidance
 from gen3d.guidance.vsd import VSDConfig, VSDGuidance
 from gen3d.render.background import BackgroundConfig, make_background

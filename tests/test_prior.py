@@ -13,9 +13,11 @@ from diffusers import StableDiffusionPipeline
 from gen3d.diffusion.views import VIEWS, view_index
 from gen3d.prior.data import CaptionedImages, PriorDataConfig, make_caption, render_dataset
 from gen3d.prior.evaluate import ShapeColourClassifier, classifier_accuracy, classify, load_classifier
+from gen3d.prior.latents import encode_dataset
+from gen3d.prior.losses import diffusion_loss, vae_loss
 from gen3d.prior.model import PriorArchConfig, build_components, build_random_pipeline
 from gen3d.prior.tokenizer import COLOURS, SHAPES, build_tokenizer, caption_words, check_prompt, vocabulary
-from gen3d.prior.train import PriorTrainConfig, diffusion_loss, encode_dataset, main, vae_loss
+from gen3d.prior.train import PriorTrainConfig, main
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "extern" / "builtin-prior"

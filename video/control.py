@@ -1,10 +1,10 @@
 """ControlVideo's conditions: per-frame control maps and the ControlNets that read them.
 
 `parse_controls(["canny", "depth:0.5"])` -> [("canny", 1.0), ("depth", 0.5)]. Maps are images
-[F,3,H,W] in [0,1]: canny edges with kornia; depth with a transformers depth-estimation model
-folder the user has (`depth_model=PATH`). `ControlledUNet` wraps the (inflated) UNet with a
-diffusers MultiControlNetModel so every UNet call, including the CFG batch of
-`Prior.predict_noise`, gets the ControlNet residuals of its frames.
+[F,3,H,W] in [0,1]: canny edges with kornia (`gen3d.diffusion.control.canny_maps`); depth with a
+transformers depth-estimation model folder the user has (`depth_model=PATH`). `ControlledUNet`
+wraps the (inflated) UNet with a diffusers MultiControlNetModel so every UNet call, including the
+CFG batch of `Prior.predict_noise`, gets the ControlNet residuals of its frames.
 """
 from __future__ import annotations
 
@@ -13,11 +13,12 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from gen3d.diffusion.control import CONTROLNET_DIR, canny_maps
 from gen3d.diffusion.prior import REPO_ROOT
 from gen3d.errors import UserError
 
 CONTROL_KINDS = ("canny", "depth")
-BUILTIN_CONTROLNETS = {"canny": REPO_ROOT / "extern" / "builtin-controlnet-canny"}
+BUILTIN_CONTROLNETS = {"canny": REPO_ROOT / CONTROLNET_DIR}
 
 
 def parse_controls(specs: list[str]) -> list[tuple[str, float]]:
@@ -59,15 +60,6 @@ def resolve_controlnets(controlnet: str | None, kinds: list[str], builtin_model:
         if not (paths[kind] / "config.json").is_file():
             raise UserError(f"ControlNet folder '{paths[kind]}' for control '{kind}' is missing or has no config.json")
     return {k: paths[k] for k in kinds}
-
-
-def canny_maps(frames: torch.Tensor, low: float = 0.1, high: float = 0.2) -> torch.Tensor:
-    """frames [F,3,H,W] in [0,1] -> edge maps [F,3,H,W] in {0,1} (kornia's Canny)."""
-    import kornia
-
-    gray = kornia.color.rgb_to_grayscale(frames.float())
-    _, edges = kornia.filters.canny(gray, low_threshold=low, high_threshold=high)
-    return edges.clamp(0, 1).expand(-1, 3, -1, -1).contiguous()
 
 
 def depth_maps(frames: torch.Tensor, model_path: str | None) -> torch.Tensor:
@@ -138,7 +130,7 @@ class ControlledUNet(nn.Module):
     def forward(self, sample: torch.Tensor, timestep, encoder_hidden_states: torch.Tensor,
                 cross_attention_kwargs: dict | None = None, **kwargs):
         kw = cross_attention_kwargs or {}
-        n = getattr(self, "cond_0").shape[0]
+        n = self.cond_0.shape[0]
         reps = sample.shape[0] // n
         conds = [getattr(self, f"cond_{i}").to(sample.dtype).repeat(reps, 1, 1, 1) for i in range(self.n_conds)]
         down, mid = self.controlnet(sample, timestep, encoder_hidden_states, controlnet_cond=conds,

@@ -12,7 +12,7 @@ weights the edit reuses during the first steps (`video.attention`, source attent
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from diffusers import DDIMInverseScheduler, DDIMScheduler

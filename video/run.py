@@ -25,7 +25,7 @@ from gen3d.utils.device import resolve_accelerator
 from gen3d.utils.distributed import global_rank
 from gen3d.utils.media import save_image, write_video
 from video.config import VideoEditConfig
-from video.control import (ControlledUNet, control_maps, load_controlnets, parse_controls, resolve_controlnets)
+from video.control import ControlledUNet, control_maps, load_controlnets, parse_controls, resolve_controlnets
 from video.ddim import ddim_edit, ddim_invert, make_eps
 from video.inflate import inflate, select_trainable
 from video.io import read_video
@@ -94,10 +94,7 @@ def model_prompt(prior, text: str) -> str:
 @torch.no_grad()
 def encode_frames(prior, frames: torch.Tensor) -> torch.Tensor:
     """frames [F,3,H,W] in [0,1] at the working size -> latents [F,C,h,w] (posterior mean: deterministic)."""
-    x = frames.to(prior.device, prior.dtype) * 2 - 1
-    if prior.vae is None:
-        return x
-    return prior.vae.encode(x).latent_dist.mean * prior.vae.config.scaling_factor
+    return prior.encode_images(frames.to(prior.device), sample=False, resize=False)
 
 
 def build_model(cfg: VideoEditConfig, prior, frames: torch.Tensor, run_dir: Path | None = None) -> torch.nn.Module:

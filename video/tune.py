@@ -2,9 +2,9 @@
 
 One training step: the video's latents [F,C,h,w] -> one timestep t for the whole video ->
 noised latents -> inflated UNet (with ControlNet residuals for ControlVideo) on the source
-caption -> MSE to the noise (or to v for v-prediction priors). Only the parameters chosen by
-`inflation.trainable` get gradients and optimizer state, and only they go into checkpoints
-(the frozen 2D weights are re-read from the prior's folder on resume).
+caption -> MSE to the prior's training target (`gen3d.diffusion.noise`: the noise, v or x0).
+Only the parameters chosen by `inflation.trainable` get gradients and optimizer state, and only
+they go into checkpoints (the frozen 2D weights are re-read from the prior's folder on resume).
 """
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
+from gen3d.diffusion.noise import add_noise, training_target
 from gen3d.utils.distributed import exclude_from_ddp, log_parameter_sync, parallel_trainer_kwargs
-
 from video.config import VideoEditConfig
 
 log = logging.getLogger("gen3d")
@@ -51,11 +51,9 @@ class VideoTuner(L.LightningModule):
         f = x0.shape[0]
         noise = torch.randn_like(x0)
         t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (1,), device=x0.device).expand(f)
-        xt = self.noise_scheduler.add_noise(x0, noise, t)
-        if self.noise_scheduler.config.prediction_type == "v_prediction":
-            target = self.noise_scheduler.get_velocity(x0, noise, t)
-        else:
-            target = noise
+        alphas = self.noise_scheduler.alphas_cumprod
+        xt = add_noise(alphas, x0, noise, t)
+        target = training_target(self.noise_scheduler.config.prediction_type, alphas, x0, noise, t)
         emb = self.text.expand(f, -1, -1)
         out = self.model(xt.to(emb.dtype), t, encoder_hidden_states=emb, cross_attention_kwargs={"n_frames": f}).sample
         loss = F.mse_loss(out.float(), target.float())

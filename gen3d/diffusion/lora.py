@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from gen3d.diffusion.noise import training_target as diffusion_target  # noqa: F401 (vsd.py reads it here)
 from gen3d.errors import UserError
 
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
@@ -36,22 +37,6 @@ class CameraEmbedding(nn.Module):
 
     def forward(self, c2w: torch.Tensor) -> torch.Tensor:
         return self.net(c2w.reshape(c2w.shape[0], 16).to(self.net[0].weight.dtype))
-
-
-def diffusion_target(prediction_type: str, alphas_cumprod: torch.Tensor, latents: torch.Tensor,
-                     noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """What a UNet of this prediction type is trained to output for x_t = sqrt(a) x0 + sqrt(1-a) eps.
-
-    latents (x0) / noise [B,C,h,w], t [B] -> [B,C,h,w]: eps, v = sqrt(a) eps - sqrt(1-a) x0, or x0.
-    """
-    if prediction_type == "epsilon":
-        return noise
-    a = alphas_cumprod[t].view(-1, 1, 1, 1)
-    if prediction_type == "v_prediction":
-        return a.sqrt() * noise - (1 - a).sqrt() * latents
-    if prediction_type == "sample":
-        return latents
-    raise UserError(f"unsupported prediction_type '{prediction_type}'")
 
 
 class VSDLoRA(nn.Module):

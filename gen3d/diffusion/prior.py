@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from gen3d.diffusion import noise
 from gen3d.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -132,19 +133,20 @@ class Prior:
             return latents
         return F.interpolate(latents, (size, size), mode="bilinear", align_corners=False)
 
-    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+    def encode_images(self, images: torch.Tensor, sample: bool = True, resize: bool = True) -> torch.Tensor:
         """images [B,3,H,W] in [0,1] -> latents [B,C,h,w] (scaled like the UNet expects).
 
-        Images are resized to the prior's native resolution first. Differentiable.
+        resize: first resize to the prior's native resolution. sample: draw from the VAE posterior
+        (False: its mean, deterministic). Differentiable. The one image -> latent path of the project.
         """
         size = self.image_size
-        if images.shape[-2:] != (size, size):
+        if resize and images.shape[-2:] != (size, size):
             images = F.interpolate(images, (size, size), mode="bilinear", align_corners=False, antialias=True)
         x = images.to(self.dtype) * 2.0 - 1.0
         if self.vae is None:
             return x
         posterior = self.vae.encode(x).latent_dist
-        return posterior.sample() * self.vae.config.scaling_factor
+        return (posterior.sample() if sample else posterior.mean) * self.vae.config.scaling_factor
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """latents [B,C,h,w] -> images [B,3,H,W] in [0,1]."""
@@ -158,10 +160,7 @@ class Prior:
     @torch.no_grad()
     def encode_text(self, prompts: list[str]) -> torch.Tensor:
         """prompts -> text embeddings [B, L, D] (last hidden state, as Stable Diffusion uses)."""
-        tokens = self.tokenizer(prompts, padding="max_length", max_length=self.tokenizer.model_max_length,
-                                truncation=True, return_tensors="pt")
-        out = self.text_encoder(tokens.input_ids.to(self.device))
-        return out[0].to(self.dtype)
+        return encode_text(self.text_encoder, self.tokenizer, prompts).to(self.dtype)
 
     # ----- noise prediction --------------------------------------------------------------------
     def unet_eps(self, latents_noisy: torch.Tensor, t: torch.Tensor, text_embeddings: torch.Tensor,
@@ -172,14 +171,8 @@ class Prior:
         return self.to_epsilon(out, latents_noisy, t)
 
     def to_epsilon(self, model_out: torch.Tensor, latents_noisy: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if self.prediction_type == "epsilon":
-            return model_out
-        a = self.alphas_cumprod[t].view(-1, 1, 1, 1)
-        if self.prediction_type == "v_prediction":  # eps = sqrt(a) v + sqrt(1-a) x_t
-            return a.sqrt() * model_out + (1 - a).sqrt() * latents_noisy
-        if self.prediction_type == "sample":
-            return (latents_noisy - a.sqrt() * model_out) / (1 - a).sqrt()
-        raise UserError(f"unsupported prediction_type '{self.prediction_type}' in {self.path}/scheduler")
+        """The UNet's output (of the scheduler's prediction type) -> epsilon."""
+        return noise.to_epsilon(self.prediction_type, self.alphas_cumprod, model_out, latents_noisy, t)
 
     def predict_noise(self, latents_noisy: torch.Tensor, t: torch.Tensor, cond: torch.Tensor,
                       uncond: torch.Tensor, guidance_scale: float, unet: torch.nn.Module | None = None,
@@ -192,12 +185,20 @@ class Prior:
         eps_c, eps_u = self.unet_eps(x, tt, emb, unet=unet, **kwargs).float().chunk(2)
         return cfg_combine(eps_u, eps_c, guidance_scale)
 
-    def to(self, device) -> "Prior":
+    def to(self, device) -> Prior:
         self.device = torch.device(device)
         for m in (self.unet, self.vae, self.text_encoder):
             if m is not None:
                 m.to(self.device)
         return self
+
+
+def encode_text(text_encoder: torch.nn.Module, tokenizer, prompts: list[str]) -> torch.Tensor:
+    """Prompt embeddings [B, max_length, hidden] exactly as StableDiffusionPipeline computes them
+    (differentiable: the builtin prior's training calls it on its trainable text encoder)."""
+    ids = tokenizer(list(prompts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                    return_tensors="pt").input_ids.to(text_encoder.device)
+    return text_encoder(ids)[0]
 
 
 def cfg_combine(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, scale: float) -> torch.Tensor:

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Optional
 from pathlib import Path
+from typing import Optional
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -90,6 +90,6 @@ class PromptEmbeddings:
             cond = self.cond.expand(batch, -1, -1)
         return cond, self.uncond.expand(batch, -1, -1)
 
-    def to(self, device) -> "PromptEmbeddings":
+    def to(self, device) -> PromptEmbeddings:
         self.cond, self.uncond = self.cond.to(device), self.uncond.to(device)
         return self

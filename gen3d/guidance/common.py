@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from gen3d.diffusion.noise import add_noise as add_noise  # noqa: F401 (sds.py / vsd.py read it here)
 from gen3d.errors import UserError
 
 WEIGHTINGS = ("sds", "uniform", "fantasia")
@@ -55,9 +56,3 @@ def loss_with_gradient(latents: torch.Tensor, grad: torch.Tensor) -> torch.Tenso
     """
     target = (latents - grad).detach()
     return 0.5 * F.mse_loss(latents.float(), target.float(), reduction="sum") / latents.shape[0]
-
-
-def add_noise(alphas_cumprod: torch.Tensor, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """x_t = sqrt(a_t) x + sqrt(1 - a_t) eps (forward diffusion), in float32."""
-    a = alphas_cumprod[t].view(-1, 1, 1, 1)
-    return a.sqrt() * latents.float() + (1 - a).sqrt() * noise.float()

@@ -4,7 +4,7 @@
 convolutions; it is trained on held-out renders of the prior's shapes (a different data seed) with
 the usual epsilon MSE: latents from the frozen prior VAE, caption embeddings from the frozen text
 encoder (caption dropped to "" with probability `p_uncond`, like the prior), the canny map of the
-image (`video.control.canny_maps`, the thresholds ControlVideo uses) as the condition, and the
+image (`gen3d.diffusion.control.canny_maps`, the thresholds ControlVideo uses) as the condition, and the
 frozen prior UNet receiving the ControlNet residuals. Only the ControlNet is trained and
 checkpointed: the prior is a `Prior` (not an nn.Module), so it never enters the checkpoint or the
 optimizer. Checkpoints go to `run_dir/ckpts/controlnet/last.ckpt` (resumable); the result is written
@@ -16,30 +16,26 @@ Run: `python launch.py --config configs/builtin-controlnet.yaml` or
 from __future__ import annotations
 
 import math
-import os
-import random
 import shutil
 import sys
-import tempfile
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from gen3d.config import to_yaml
+from gen3d.diffusion.control import CONTROLNET_DIR, canny_maps, controlled
 from gen3d.errors import UserError
-from gen3d.utils.atomic import write_text_atomic
+from gen3d.utils.atomic import atomic_folder, write_text_atomic
 
-from .data import PriorDataConfig, render_dataset
-from .train import (CachedLatents, CaptionedImages, _ckpt_dir, _fit, _loader, _warmup_lambda, cached_latents,
-                    diffusion_loss)
+from .data import CaptionedImages, PriorDataConfig, render_dataset
+from .fitting import ckpt_dir, fit_stage, make_loader, warmup_lambda
+from .latents import CachedLatents, cached_latents
+from .losses import diffusion_loss
 
-CONTROLNET_DIR = "extern/builtin-controlnet-canny"
 STAGE = "controlnet"  # checkpoints in run_dir/ckpts/controlnet/, logs in run_dir/controlnet/logs/
 
 
@@ -88,21 +84,8 @@ def check_cond_channels(prior, cfg: ControlNetTrainConfig) -> None:
                         f"got {len(cfg.cond_channels)}")
 
 
-def controlled(unet, controlnet, cond: torch.Tensor, scale: float = 1.0):
-    """UNet-like callable (sample, t, encoder_hidden_states=) -> output with .sample, the ControlNet's
-    residuals of the condition cond [B,3,H,W] added to the UNet (what diffusion_loss calls)."""
-    def call(sample, t, encoder_hidden_states):
-        down, mid = controlnet(sample, t, encoder_hidden_states, controlnet_cond=cond, conditioning_scale=scale,
-                               return_dict=False)
-        return unet(sample, t, encoder_hidden_states=encoder_hidden_states, down_block_additional_residuals=down,
-                    mid_block_additional_residual=mid)
-    return call
-
-
 def canny_dataset(data: dict, low: float, high: float, chunk: int = 512) -> torch.Tensor:
-    """Canny maps of all images as uint8 [N,1,H,W] in {0,1} (video.control.canny_maps)."""
-    from video.control import canny_maps
-
+    """Canny maps of all images as uint8 [N,1,H,W] in {0,1} (gen3d.diffusion.control.canny_maps)."""
     out = []
     for i in range(0, len(data["images"]), chunk):
         x = torch.from_numpy(data["images"][i:i + chunk]).permute(0, 3, 1, 2).float() / 255.0
@@ -144,7 +127,7 @@ class ControlNetModule(L.LightningModule):
         """Epsilon MSE of the controlled UNet; latents scaled, cond [B,3,H,W] in [0,1]."""
         p = self.prior
         return diffusion_loss(controlled(p.unet, self.controlnet, cond), p.text_encoder, p.tokenizer,
-                              p.alphas_cumprod, latents, captions)
+                              p.alphas_cumprod, latents, captions, p.prediction_type)
 
     def training_step(self, batch, batch_idx):
         (mean, std), captions, canny = batch
@@ -156,32 +139,20 @@ class ControlNetModule(L.LightningModule):
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.controlnet.parameters(), lr=self.cfg.lr, weight_decay=0.0)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, _warmup_lambda(self.cfg.warmup_steps))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_lambda(self.cfg.warmup_steps))
         return [opt], [{"scheduler": sched, "interval": "step"}]
 
 
 def save_controlnet_atomic(controlnet, out_dir: str | Path) -> Path:
     """save_pretrained (config.json + diffusion_pytorch_model.safetensors) into a temporary sibling
     folder, then swap it into place."""
-    out_dir = Path(out_dir).resolve()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    tmp.chmod(0o755)  # mkdtemp's 0700 is no mode for a shipped folder
-    try:
+    with atomic_folder(out_dir) as tmp:
         controlnet.save_pretrained(str(tmp), safe_serialization=True)
-        old = out_dir.with_name(f".{out_dir.name}-old-{os.getpid()}")
-        if out_dir.exists():
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+    return Path(out_dir).resolve()
 
 
 def last_ckpt(run_dir: Path) -> Path:
-    return _ckpt_dir(Path(run_dir) / STAGE) / "last.ckpt"
+    return ckpt_dir(Path(run_dir) / STAGE) / "last.ckpt"
 
 
 def export_controlnet(cfg: ControlNetTrainConfig, run_dir: Path, prior=None, ckpt: Path | None = None) -> Path:
@@ -227,94 +198,15 @@ def main(cfg: ControlNetTrainConfig, run_dir: Path, resume=False, export_only: b
     print(f"[controlnet] data: {len(mean)} images, latents + canny maps in {time.time() - t0:.0f}s", flush=True)
     ds = ControlledLatents(CaptionedImages(data, cfg.data, seed=cfg.seed), mean, std, canny)
     module = ControlNetModule(build_controlnet(prior.unet, cfg), prior, cfg)
-    if ckpt != last and resume:  # an explicit checkpoint: make it the one _fit resumes from
+    if ckpt != last and resume:  # an explicit checkpoint: make it the one fit_stage resumes from
         last.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(ckpt, last)
     t1 = time.time()
-    _fit(cfg, module, _loader(ds, cfg.batch_size, cfg.seed), run_dir / STAGE, cfg.steps, cfg.max_minutes, resume)
+    fit_stage(cfg, module, make_loader(ds, cfg.batch_size, cfg.seed), run_dir / STAGE, cfg.steps, cfg.max_minutes, resume)
     print(f"[controlnet] training done in {time.time() - t1:.0f}s", flush=True)
     out = save_controlnet_atomic(module.controlnet, cfg.output_dir)
     print(f"[controlnet] saved {out} (total {time.time() - t0:.0f}s)", flush=True)
     return out
-
-
-# ---------------------------------------------------------------- evaluation
-
-
-def edge_iou(a: torch.Tensor, b: torch.Tensor, tolerance: int = 1) -> torch.Tensor:
-    """IoU [B] of two edge maps [B,C,H,W] in {0,1}, each dilated by `tolerance` pixels."""
-    k = 2 * tolerance + 1
-    da = F.max_pool2d(a[:, :1].float(), k, 1, tolerance) > 0.5
-    db = F.max_pool2d(b[:, :1].float(), k, 1, tolerance) > 0.5
-    return (da & db).flatten(1).sum(1) / (da | db).flatten(1).sum(1).clamp(min=1)
-
-
-@torch.no_grad()
-def evaluate_controlnet(prior_path: str = "builtin", controlnet_path: str | Path = CONTROLNET_DIR,
-                        n_images: int = 80, seed: int = 4242, steps: int = 25, guidance_scale: float = 7.5,
-                        canny_low: float = 0.1, canny_high: float = 0.2, classifier_path=None,
-                        grid_path: str | Path | None = None, chunk: int = 40) -> dict:
-    """Sample held-out canny maps with the prior + ControlNet (scale 1) and without it (scale 0),
-    with prompts that name the colour only ("a red"), DDIM `steps` steps, the same seeds; and, for
-    reference, the prior alone told the shape ("prior_named": "a red cube").
-
-    Returns, for "controlnet", "prior" and "prior_named": shape_acc (the builtin classifier sees the
-    shape of the render the canny map came from), seen_as (true shape -> what the classifier saw),
-    colour_acc, edge_iou (canny of the sample vs the condition, 1-pixel tolerance), eps_mse (the
-    training loss on these held-out renders with their full captions, 4 noise draws each, the same
-    noise for all); plus n_images and seconds.
-    """
-    from diffusers import ControlNetModel, DDIMScheduler, StableDiffusionControlNetPipeline
-
-    from gen3d.diffusion.prior import load_prior
-    from video.control import canny_maps
-
-    from .evaluate import CLASSIFIER_DIR, classify, load_classifier, save_grid
-    from .tokenizer import COLOURS, SHAPES
-
-    t0 = time.time()
-    data = render_dataset(PriorDataConfig(n_images=n_images, seed=seed), use_cache=False)
-    renders = torch.from_numpy(data["images"]).permute(0, 3, 1, 2).float() / 255.0
-    conds = canny_maps(renders, canny_low, canny_high)
-    colour_only = [f"a {COLOURS[int(c)]}" for c in data["colour"]]
-    named = [f"a {COLOURS[int(c)]} {SHAPES[int(k)]}" for c, k in zip(data["colour"], data["shape"])]
-    p = load_prior(prior_path)
-    pipe = StableDiffusionControlNetPipeline(
-        vae=p.vae, text_encoder=p.text_encoder, tokenizer=p.tokenizer, unet=p.unet,
-        controlnet=ControlNetModel.from_pretrained(str(controlnet_path)).eval(),
-        scheduler=DDIMScheduler.from_config(p.scheduler.config), safety_checker=None, feature_extractor=None,
-        requires_safety_checker=False)
-    pipe.set_progress_bar_config(disable=True)
-    clf = load_classifier(classifier_path or CLASSIFIER_DIR)
-    torch.manual_seed(seed)
-    latents = p.encode_images(renders).repeat(4, 1, 1, 1)
-    captions = [CaptionedImages(data, PriorDataConfig()).caption(i, random.Random(i)) for i in range(n_images)] * 4
-    result, samples = {"n_images": n_images}, {}
-    for name, scale, prompts in (("controlnet", 1.0, colour_only), ("prior", 0.0, colour_only),
-                                 ("prior_named", 0.0, named)):
-        torch.manual_seed(seed)
-        eps_mse = float(diffusion_loss(controlled(p.unet, pipe.controlnet, conds.repeat(4, 1, 1, 1), scale),
-                                       p.text_encoder, p.tokenizer, p.alphas_cumprod, latents, captions))
-        imgs = []
-        for i in range(0, n_images, chunk):
-            g = torch.Generator().manual_seed(seed + i)
-            imgs.append(pipe(prompts[i:i + chunk], image=conds[i:i + chunk], num_inference_steps=steps,
-                             guidance_scale=guidance_scale, controlnet_conditioning_scale=scale, generator=g,
-                             output_type="pt").images.clamp(0, 1))
-        samples[name] = torch.cat(imgs)
-        shapes, colours = classify(clf, samples[name])
-        truth = [SHAPES[int(k)] for k in data["shape"]]
-        result[name] = dict(
-            shape_acc=sum(s == t for s, t in zip(shapes, truth)) / n_images,
-            seen_as={t: dict(Counter(s for s, u in zip(shapes, truth) if u == t)) for t in SHAPES},
-            colour_acc=sum(c == COLOURS[int(k)] for c, k in zip(colours, data["colour"])) / n_images,
-            edge_iou=float(edge_iou(canny_maps(samples[name], canny_low, canny_high), conds).mean()),
-            eps_mse=eps_mse)
-    result["seconds"] = time.time() - t0
-    if grid_path is not None:  # rows: render, its canny map, with ControlNet, without, without but told the shape
-        k = min(n_images, 10)
-        save_grid(torch.cat([renders[:k], conds[:k], *(v[:k] for v in samples.values())]), grid_path, k)
-    return result
 
 
 if __name__ == "__main__":
@@ -324,6 +216,8 @@ if __name__ == "__main__":
     cfg = ControlNetTrainConfig()
     if "--eval" in sys.argv:
         torch.set_num_threads(cfg.num_threads)
+        from .controlnet_eval import evaluate_controlnet
+
         result = evaluate_controlnet(cfg.prior, cfg.output_dir, n_images=200, grid_path=run / "eval.png")
         write_text_atomic(run / "eval.json", __import__("json").dumps(result, indent=2))
         print(result)

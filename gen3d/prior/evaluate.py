@@ -18,34 +18,18 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import imageio.v3 as iio
 import lightning as L
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from .data import PriorDataConfig, render_dataset
+from .sampling import sample_images, save_grid
 from .tokenizer import COLOURS, SHAPES
 
 CLASSIFIER_DIR = "extern/builtin-classifier"
 GRID_PATH = "docs/images/builtin-prior-samples.png"
-
-
-def save_grid(images: torch.Tensor, path: str | Path, n_cols: int) -> Path:
-    """Save images [N,3,H,W] in [0,1] as one PNG, n_cols per row (atomic write)."""
-    n, _, h, w = images.shape
-    n_rows = (n + n_cols - 1) // n_cols
-    grid = torch.ones(n_rows * n_cols, 3, h, w)
-    grid[:n] = images.detach().float().cpu()
-    grid = grid.view(n_rows, n_cols, 3, h, w).permute(0, 3, 1, 4, 2).reshape(n_rows * h, n_cols * w, 3)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    iio.imwrite(tmp, (grid.numpy() * 255).round().astype(np.uint8))
-    tmp.replace(path)
-    return path
 
 
 # ---------------------------------------------------------------- classifier
@@ -189,8 +173,6 @@ def evaluate(prior_path: str | Path = "extern/builtin-prior", n_per_prompt: int 
     Saves a grid (one row per prompt, first grid_cols samples) to grid_path unless None.
     """
     from diffusers import StableDiffusionPipeline
-
-    from .train import sample_images
 
     t0 = time.time()
     pipe = StableDiffusionPipeline.from_pretrained(str(prior_path), safety_checker=None, requires_safety_checker=False)

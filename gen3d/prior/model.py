@@ -7,9 +7,6 @@ user's Stable Diffusion checkpoint.
 """
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +14,9 @@ import torch
 from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from .tokenizer import BOS, EOS, MODEL_MAX_LENGTH, build_tokenizer
+from gen3d.utils.atomic import atomic_folder
+
+from .tokenizer import BOS, EOS, MODEL_MAX_LENGTH, build_tokenizer, save_tokenizer
 
 IMAGE_SIZE = 64
 
@@ -109,27 +108,10 @@ def make_pipeline(components: dict) -> StableDiffusionPipeline:
 
 def save_pipeline_atomic(pipe: StableDiffusionPipeline, out_dir: str | Path) -> Path:
     """save_pretrained into a temporary sibling folder, then swap it into place."""
-    out_dir = Path(out_dir).resolve()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    try:
+    with atomic_folder(out_dir) as tmp:
         pipe.save_pretrained(str(tmp), safe_serialization=True)
-        # classic vocab.json/merges.txt next to tokenizer.json, for older transformers
-        from .tokenizer import save_tokenizer
-
-        save_tokenizer(tmp / "tokenizer")
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private
-        old = None
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}-old-{os.getpid()}")
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+        save_tokenizer(tmp / "tokenizer")  # classic vocab.json/merges.txt next to tokenizer.json, for older transformers
+    return Path(out_dir).resolve()
 
 
 def build_random_pipeline(out_dir: str | Path, seed: int = 0) -> Path:

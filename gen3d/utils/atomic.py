@@ -8,10 +8,12 @@ on one filesystem (atomic on POSIX and Windows).
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -57,3 +59,26 @@ def write_bytes_atomic(path: PathLike, data: bytes) -> Path:
 def write_text_atomic(path: PathLike, text: str, encoding: str = "utf-8") -> Path:
     """Write ``text`` to ``path`` atomically; returns ``Path(path)``."""
     return write_bytes_atomic(path, text.encode(encoding))
+
+
+@contextmanager
+def atomic_folder(path: PathLike) -> Iterator[Path]:
+    """Yield an empty temporary folder next to ``path``; on success swap it into place.
+
+    For whole model folders (``save_pretrained``): a reader sees the old folder or the complete new
+    one. If the block raises, the temporary folder is removed and ``path`` is left untouched.
+    """
+    out_dir = Path(path).resolve()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o755)  # mkdtemp's 0700 is no mode for a shipped folder
+        old = out_dir.with_name(f".{out_dir.name}-old-{os.getpid()}")
+        if out_dir.exists():
+            os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

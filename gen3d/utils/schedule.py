@@ -6,7 +6,8 @@ the value is ``start_value`` up to ``start_step``, moves linearly to ``end_value
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from gen3d.errors import UserError
 
