@@ -87,7 +87,8 @@ def build_vocab(pieces: list[str], merges: list[tuple[str, str]]) -> dict[str, i
         tokens += [c, c + EOW]
     for a, b in merges:
         tokens.append(a + b)
-    seen, vocab = set(), {}
+    seen: set[str] = set()
+    vocab: dict[str, int] = {}
     for t in tokens:
         if t not in seen:
             seen.add(t)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from gen3d.errors import UserError
@@ -99,7 +100,7 @@ def device_overrides(gpus: str | None, devices: int | None, device: str | None) 
     return out
 
 
-def log_parameter_sync(module, local: list[str] = (), particles: list[int] = ()) -> None:
+def log_parameter_sync(module, local: Sequence[str] = (), particles: Sequence[int] = ()) -> None:
     """Lightning hook helper (on_train_end) for multi-process runs: check, and log on rank 0, that
     every rank ends with the same shared trainable parameters (all but the names in `local`: the
     particles a rank owns), and which particles each rank holds."""

@@ -11,7 +11,7 @@ from gen3d.utils.atomic import atomic_path
 
 def to_uint8(images: torch.Tensor | np.ndarray) -> np.ndarray:
     """[..., H, W, 3] floats in [0,1] -> uint8 numpy."""
-    if torch.is_tensor(images):
+    if isinstance(images, torch.Tensor):
         images = images.detach().float().cpu().numpy()
     return (np.clip(images, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
@@ -40,7 +40,7 @@ def write_video(path: Path, frames, fps: float = 30.0) -> Path:
             with imageio.get_writer(tmp, format="FFMPEG", fps=fps, codec="libx264", quality=8,
                                     macro_block_size=1, pixelformat="yuv420p") as writer:
                 for frame in arr:
-                    writer.append_data(frame)
+                    writer.append_data(frame)  # type: ignore[attr-defined]  # imageio FFMPEG writer
     return path
 
 
