@@ -31,7 +31,7 @@ from gen3d.diffusion.control import CONTROLNET_DIR, canny_maps, controlled
 from gen3d.errors import UserError
 from gen3d.utils.atomic import atomic_folder, write_text_atomic
 
-from .data import CaptionedImages, PriorDataConfig, render_dataset
+from .data import CaptionedImages, PriorDataConfig, image_tensors, render_dataset
 from .fitting import ckpt_dir, fit_stage, make_loader, warmup_lambda
 from .latents import CachedLatents, cached_latents
 from .losses import diffusion_loss
@@ -88,7 +88,7 @@ def canny_dataset(data: dict, low: float, high: float, chunk: int = 512) -> torc
     """Canny maps of all images as uint8 [N,1,H,W] in {0,1} (gen3d.diffusion.control.canny_maps)."""
     out = []
     for i in range(0, len(data["images"]), chunk):
-        x = torch.from_numpy(data["images"][i:i + chunk]).permute(0, 3, 1, 2).float() / 255.0
+        x = image_tensors(data["images"][i:i + chunk])
         out.append((canny_maps(x, low, high)[:, :1] > 0.5).to(torch.uint8))
     return torch.cat(out)
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from gen3d.diffusion.control import CONTROLNET_DIR, canny_maps, controlled
 
-from .data import CaptionedImages, PriorDataConfig, render_dataset
+from .data import CaptionedImages, PriorDataConfig, image_tensors, render_dataset
 from .evaluate import CLASSIFIER_DIR, classify, load_classifier
 from .losses import diffusion_loss
 from .sampling import save_grid
@@ -48,7 +48,7 @@ def evaluate_controlnet(prior_path: str = "builtin", controlnet_path: str | Path
 
     t0 = time.time()
     data = render_dataset(PriorDataConfig(n_images=n_images, seed=seed), use_cache=False)
-    renders = torch.from_numpy(data["images"]).permute(0, 3, 1, 2).float() / 255.0
+    renders = image_tensors(data["images"])
     conds = canny_maps(renders, canny_low, canny_high)
     colour_only = [f"a {COLOURS[int(c)]}" for c in data["colour"]]
     named = [f"a {COLOURS[int(c)]} {SHAPES[int(k)]}" for c, k in zip(data["colour"], data["shape"])]

@@ -224,6 +224,11 @@ def render_dataset(cfg: PriorDataConfig, chunk: int = 256, use_cache: bool = Tru
     return data
 
 
+def image_tensors(images: np.ndarray) -> torch.Tensor:
+    """Rendered images uint8 [N,H,W,3] (render_dataset's "images") -> float [N,3,H,W] in [0,1]."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+
+
 class CaptionedImages(torch.utils.data.Dataset):
     """(image [3,H,W] float in [0,1] or a precomputed latent, caption) pairs; the caption's random
     prefix/suffix is redrawn every time an item is read (seeded by epoch-independent item rng)."""
@@ -241,7 +246,7 @@ class CaptionedImages(torch.utils.data.Dataset):
                             float(d["azimuth"][i]), rng or self.rng, self.cfg.p_view_suffix, self.cfg.p_prefix)
 
     def image(self, i: int) -> torch.Tensor:
-        return torch.from_numpy(self.data["images"][i]).permute(2, 0, 1).float() / 255.0
+        return image_tensors(self.data["images"][i:i + 1])[0]
 
     def __getitem__(self, i: int):
         x = self.latents[i] if self.latents is not None else self.image(i)

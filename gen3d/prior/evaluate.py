@@ -24,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from .data import PriorDataConfig, render_dataset
+from .data import PriorDataConfig, image_tensors, render_dataset
 from .sampling import sample_images, save_grid
 from .tokenizer import COLOURS, SHAPES
 
@@ -122,7 +122,7 @@ class ClassifierModule(L.LightningModule):
 
 
 def _label_tensors(data: dict):
-    x = torch.from_numpy(data["images"]).permute(0, 3, 1, 2).float() / 255.0
+    x = image_tensors(data["images"])
     return x, torch.from_numpy(data["shape"]).long(), torch.from_numpy(data["colour"]).long()
 
 
