@@ -101,8 +101,8 @@ def bench_text3d(a, overrides: list[str], model: str, extra: dict) -> dict:
     data = RandomCameraDataset(scfg.camera, length=(a.steps + a.warmup) * scfg.trainer.batch_size, seed=0)
     loader = torch.utils.data.DataLoader(data, batch_size=scfg.trainer.batch_size)
     r = fit(system, loader, a.steps, a.warmup, scfg.trainer.precision)
-    r.update(stage=name, render=f"{scfg.camera.height}x{scfg.camera.width}", model_dtype=str(system._prior.dtype),
-             unet_params_m=sum(p.numel() for p in system._prior.unet.parameters()) / 1e6,
+    r.update(stage=name, render=f"{scfg.camera.height}x{scfg.camera.width}", model_dtype=str(system.prior.dtype),
+             unet_params_m=sum(p.numel() for p in system.prior.unet.parameters()) / 1e6,
              nerfacc=type(system.scene(0).occupancy).__name__)
     return r
 

@@ -10,18 +10,9 @@ from pathlib import Path
 
 from gen3d.config import build_config, read_yaml, resolve_config_path
 from gen3d.errors import UserError
+from gen3d.methods import METHOD_ALIASES, SYSTEMS, system_of
 from gen3d.utils.distributed import device_overrides, global_rank, inherited_run_dir, share_run_dir
 from gen3d.utils.rundir import check_writable, new_run_dir, slugify
-
-# system name -> (config dataclass, run function, validate function or None), as "module:attr"
-SYSTEMS = {
-    **{method: ("gen3d.systems.text3d:Text3DConfig", "gen3d.systems.runner:run_text3d",
-                "gen3d.systems.text3d:validate") for method in ("dreamfusion", "magic3d", "prolificdreamer")},
-    **{method: ("video.config:VideoEditConfig", "video.run:run_video", "video.run:validate")
-       for method in ("tuneavideo", "controlvideo")},
-    "builtin-prior": ("gen3d.prior.train:PriorTrainConfig", "gen3d.prior.train:main", None),
-    "builtin-controlnet": ("gen3d.prior.controlnet:ControlNetTrainConfig", "gen3d.prior.controlnet:main", None),
-}
 
 # command-line flag -> config key (applied only when the config has that key)
 FLAG_KEYS = {"prompt": "prompt", "model": "model", "seed": "seed", "steps": "trainer.max_steps",
@@ -121,9 +112,11 @@ def run_from_args(args: argparse.Namespace) -> dict:
                 raise UserError(f"--resume: '{run_dir}' has no config.yaml")
             yaml_cfg = read_yaml(saved)
     system = yaml_cfg.get("system")
-    if system not in SYSTEMS:
-        raise UserError(f"config must name a system: 'system: <name>' with one of {', '.join(SYSTEMS)} (got {system!r})")
-    schema_ref, run_ref, validate_ref = SYSTEMS[system]
+    if system_of(system) not in SYSTEMS:
+        raise UserError(f"config must name a system: 'system: <name>' with one of {', '.join(SYSTEMS.names())} "
+                        f"(or a method name: {', '.join(METHOD_ALIASES)}; got {system!r})")
+    entry = SYSTEMS.get(system_of(system))
+    schema_ref, run_ref, validate_ref = entry.schema, entry.run, entry.validate
     schema_cls = _load(schema_ref)
     devices = device_overrides(args.gpus, args.devices, args.device)
     if devices and not _has_key(schema_cls(), "trainer.devices"):

@@ -3,13 +3,20 @@
 Unknown keys and wrong value types are UserErrors that name the full key and, for unknown
 keys, suggest the nearest valid one. Values that change with the step use the schedule type
 of `gen3d.utils.schedule` (fields annotated `Any` and named in the schema's `SCHEDULES`).
+
+A section whose schema depends on a name inside it (`guidance: {type: vsd, ...}`) is a field
+declared with `typed_section(schema_of)`: it is merged as a mapping, then checked against the
+dataclass `schema_of(value["type"])`. When a later layer changes its `type`, the keys of earlier
+layers that the new type does not have are dropped (a stage switching from VSD to SDS keeps the
+shared keys); keys a layer sets itself must belong to its type. A schema may name keys that
+moved (`MOVED_KEYS = {"old.key": "new.key"}`): using the old one is an error that names the new one.
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -54,8 +61,44 @@ def _valid_keys(node: DictConfig, prefix: str = "") -> list[str]:
     return keys
 
 
-def _explain(err: OmegaConfBaseException, schema: DictConfig) -> str:
+def typed_section(schema_of: Callable[[str], type], default: str, type_key: str = "type") -> Any:
+    """A dataclass field (annotate it `Any`) holding a section typed by its own `type_key` entry:
+    schema_of(name) -> the section's dataclass (UserError for an unknown name)."""
+    return dataclasses.field(default_factory=lambda: {type_key: default},
+                             metadata={"schema_of": schema_of, "type_key": type_key})
+
+
+def _typed_sections(schema_cls: type) -> list[dataclasses.Field]:
+    if not dataclasses.is_dataclass(schema_cls):
+        return []
+    return [f for f in dataclasses.fields(schema_cls) if "schema_of" in f.metadata]
+
+
+def _as_mapping(layer: Any) -> dict:
+    if isinstance(layer, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(layer, resolve=False)
+    return layer if isinstance(layer, dict) else {}
+
+
+def _retype(merged: DictConfig, layer: Any, schema_cls: type) -> None:
+    """Before merging `layer`: drop the keys of a typed section that a new `type` in the layer lacks."""
+    layer = _as_mapping(layer)
+    for f in _typed_sections(schema_cls):
+        section, key = layer.get(f.name), f.metadata["type_key"]
+        if not isinstance(section, dict) or key not in section:
+            continue
+        current = _as_mapping(merged[f.name])
+        if current.get(key) == section[key]:
+            continue
+        allowed = {g.name for g in dataclasses.fields(f.metadata["schema_of"](section[key]))}
+        merged[f.name] = {k: v for k, v in current.items() if k in allowed}
+
+
+def _explain(err: OmegaConfBaseException, schema: DictConfig, prefix: str = "") -> str:
     key = getattr(err, "full_key", None) or "?"
+    moved = getattr(schema._metadata.object_type, "MOVED_KEYS", {})
+    if key in moved:
+        return f"config key '{prefix}{key}' is now '{prefix}{moved[key]}'"
     if isinstance(err, ConfigKeyError) or "not in" in str(err):
         valid = _valid_keys(schema)
         near = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
@@ -63,10 +106,10 @@ def _explain(err: OmegaConfBaseException, schema: DictConfig) -> str:
             leaf = key.rsplit(".", 1)[-1]
             siblings = [k for k in valid if k.rsplit(".", 1)[0] == key.rsplit(".", 1)[0] or "." not in key]
             near = [k for k in siblings if leaf in k.rsplit(".", 1)[-1]][:1]
-        hint = f" (did you mean '{near[0]}'?)" if near else ""
-        return f"unknown config key '{key}'{hint}"
+        hint = f" (did you mean '{prefix}{near[0]}'?)" if near else ""
+        return f"unknown config key '{prefix}{key}'{hint}"
     first = str(err).splitlines()[0]
-    return f"config key '{key}': {first}"
+    return f"config key '{prefix}{key}': {first}"
 
 
 def _check_schedules(cfg: Any, prefix: str = "") -> None:
@@ -85,8 +128,9 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def build_config(schema_cls: type, *layers: dict | list[str]) -> Any:
-    """Merge layers (dicts, or lists of 'a.b=value' strings) onto the schema; return a dataclass."""
+def build_config(schema_cls: type, *layers: dict | list[str], prefix: str = "") -> Any:
+    """Merge layers (dicts, or lists of 'a.b=value' strings) onto the schema; return a dataclass.
+    prefix: where this schema sits in a bigger config, for messages ("guidance.")."""
     schema = OmegaConf.structured(schema_cls)
     merged = schema
     for layer in layers:
@@ -100,21 +144,31 @@ def build_config(schema_cls: type, *layers: dict | list[str]) -> Any:
             except OmegaConfBaseException as err:
                 raise UserError(f"cannot parse overrides: {str(err).splitlines()[0]}") from None
         try:
+            _retype(merged, layer, schema_cls)
             merged = OmegaConf.merge(merged, layer)
         except OmegaConfBaseException as err:
-            raise UserError(_explain(err, schema)) from None
+            raise UserError(_explain(err, schema, prefix)) from None
         except (TypeError, ValueError) as err:  # e.g. indexing into a list field: stages[1].x=...
             keys = " ".join(raw) if isinstance(raw, list) else "the config"
             raise UserError(f"cannot apply {keys}: {err} (a list such as 'stages' is replaced whole: "
                             "stages=[{name: ..., overrides: {...}}, ...])") from None
-    return to_dataclass(merged)
+    return to_dataclass(merged, prefix)
 
 
-def to_dataclass(conf: DictConfig) -> Any:
-    """A structured DictConfig as its dataclass, with plain lists/dicts inside `Any` fields."""
+def to_dataclass(conf: DictConfig, prefix: str = "") -> Any:
+    """A structured DictConfig as its dataclass, with plain lists/dicts inside `Any` fields and typed
+    sections (`typed_section`) as their dataclasses."""
     cfg = OmegaConf.to_object(conf)
     _to_plain_schedules(cfg)
-    _check_schedules(cfg)
+    _check_schedules(cfg, prefix)
+    for f in _typed_sections(type(cfg)):
+        value = _plain(getattr(cfg, f.name))
+        if dataclasses.is_dataclass(value):
+            continue
+        value = dict(value or {})
+        default = f.default_factory()[f.metadata["type_key"]]
+        schema = f.metadata["schema_of"](value.get(f.metadata["type_key"], default))
+        setattr(cfg, f.name, build_config(schema, value, prefix=f"{prefix}{f.name}."))
     return cfg
 
 

@@ -21,10 +21,12 @@ def _grid(n=6):
     return verts, faces
 
 
+TEX = ImplicitVolumeConfig(hash_grid=HashGridConfig(n_levels=4, log2_hashmap_size=12, max_resolution=64),
+                           encoding_backend="torch", mlp_hidden=16)
+
+
 def _small_cfg(**kw):
-    tex = ImplicitVolumeConfig(hash_grid=HashGridConfig(n_levels=4, log2_hashmap_size=12, max_resolution=64),
-                               encoding_backend="torch", mlp_hidden=16)
-    return MeshGeometryConfig(texture=tex, **kw)
+    return MeshGeometryConfig(**kw)
 
 
 def test_normal_consistency_flat_vs_bent():
@@ -49,7 +51,7 @@ def test_laplacian_grid_vs_noisy():
 
 
 def test_from_field_sphere_and_render():
-    geo = MeshGeometry.from_field(lambda p: 0.5 - p.norm(dim=-1), _small_cfg(), resolution=32, threshold=0.0)
+    geo = MeshGeometry.from_field(lambda p: 0.5 - p.norm(dim=-1), _small_cfg(), resolution=32, threshold=0.0, texture=TEX)
     mesh = geo.to_trimesh()
     assert mesh.is_watertight and mesh.volume > 0
     radii = geo.vertices().norm(dim=-1)
@@ -83,7 +85,7 @@ def test_from_field_sphere_and_render():
 
 def test_offsets_along_normals_and_losses():
     geo = MeshGeometry.from_field(lambda p: 0.5 - p.norm(dim=-1), _small_cfg(offset_type="normal"),
-                                  resolution=24, threshold=0.0)
+                                  resolution=24, threshold=0.0, texture=TEX)
     assert geo.offsets.shape == (geo.base_vertices.shape[0], 1)
     with torch.no_grad():
         geo.offsets.fill_(0.1)
@@ -94,10 +96,10 @@ def test_offsets_along_normals_and_losses():
 
 
 def test_state_dict_restores_topology():
-    geo = MeshGeometry.from_field(lambda p: 0.5 - p.norm(dim=-1), _small_cfg(), resolution=20, threshold=0.0)
+    geo = MeshGeometry.from_field(lambda p: 0.5 - p.norm(dim=-1), _small_cfg(), resolution=20, threshold=0.0, texture=TEX)
     with torch.no_grad():
         geo.offsets.normal_(0.0, 0.01)
-    empty = MeshGeometry(_small_cfg())
+    empty = MeshGeometry(_small_cfg(), texture=TEX)
     assert empty.faces.shape == (0, 3)
     empty.load_state_dict(geo.state_dict())
     assert torch.equal(empty.faces, geo.faces)
@@ -111,7 +113,7 @@ def test_from_implicit_copies_the_texture():
     from gen3d.geometry.implicit import ImplicitVolume
 
     cfg = _small_cfg()
-    volume = ImplicitVolume(cfg.texture)
+    volume = ImplicitVolume(TEX)
     geo = MeshGeometry.from_implicit(volume, cfg, resolution=24)
     assert geo.faces.shape[0] > 100 and geo.to_trimesh().is_watertight
     pts = torch.rand(7, 3) - 0.5
@@ -126,7 +128,7 @@ def test_extraction_smoothing_removes_bumps_and_keeps_the_size():
         bumps = 0.03 * torch.sin(40 * p[:, 0]) * torch.sin(40 * p[:, 1]) * torch.sin(40 * p[:, 2])
         return (0.6 + bumps - r).clamp_min(0) * 50
 
-    cfg = dict(radius=1.0, resolution=64, threshold=1.0, min_component_fraction=0.0)
+    cfg = dict(resolution=64, threshold=1.0, min_component_fraction=0.0)
     rough = MeshGeometry.from_field(bumpy, MeshGeometryConfig(**cfg, smooth_iterations=0))
     smooth = MeshGeometry.from_field(bumpy, MeshGeometryConfig(**cfg, smooth_iterations=10))
     assert smooth.normal_consistency() < 0.7 * rough.normal_consistency()

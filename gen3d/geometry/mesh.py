@@ -26,11 +26,10 @@ OFFSET_TYPES = ("free", "normal", "none")
 
 @dataclass
 class MeshGeometryConfig:
-    radius: float = 1.0  # world box [-R, R]^3 (extraction grid and texture field)
+    """The mesh stage's own settings. Its texture field has the previous stage's field architecture
+    (`from_implicit`), the extraction box is that field's [-R, R]^3: neither is configured here."""
+
     offset_type: str = "free"  # free: [V,3] offsets; normal: [V,1] along the base normals; none: fixed
-    # texture field (its density head is unused); same config as the coarse stage's geometry,
-    # so that stage's weights can be loaded into it
-    texture: ImplicitVolumeConfig = field(default_factory=ImplicitVolumeConfig)
     # from_field defaults: marching-cubes grid, density level ("auto" = Otsu), floater removal
     resolution: int = 96
     threshold: Union[float, str] = "auto"
@@ -45,10 +44,12 @@ class MeshGeometry(nn.Module):
     """Mesh with learnable vertex offsets and an albedo field.
 
     vertices() [V,3], faces [F,3] long, vertex_normals() [V,3], albedo(points [N,3]) -> [N,3].
+    texture: the texture field's config (an ImplicitVolume's; its density head is unused).
     """
 
     def __init__(self, cfg: MeshGeometryConfig = MeshGeometryConfig(),
-                 vertices: torch.Tensor | np.ndarray | None = None, faces: torch.Tensor | np.ndarray | None = None):
+                 vertices: torch.Tensor | np.ndarray | None = None, faces: torch.Tensor | np.ndarray | None = None,
+                 texture: ImplicitVolumeConfig = ImplicitVolumeConfig()):
         super().__init__()
         if cfg.offset_type not in OFFSET_TYPES:
             raise ValueError(f"offset_type must be one of {OFFSET_TYPES}, got {cfg.offset_type!r}")
@@ -58,7 +59,7 @@ class MeshGeometry(nn.Module):
         self.register_buffer("base_vertices", v.clone())
         self.register_buffer("faces", f.clone())
         self.offsets = nn.Parameter(torch.zeros(v.shape[0], self._offset_dim()))
-        self.texture = ImplicitVolume(cfg.texture)
+        self.texture = ImplicitVolume(texture)
         self._topology: MeshTopology | None = None
         self._base_normals: torch.Tensor | None = None
 
@@ -68,10 +69,11 @@ class MeshGeometry(nn.Module):
     # -- construction -----------------------------------------------------------------------
     @classmethod
     def from_field(cls, density_fn: Callable[[torch.Tensor], torch.Tensor], cfg: MeshGeometryConfig = MeshGeometryConfig(),
-                   resolution: int | None = None, threshold: float | str | None = None,
-                   radius: float | None = None, device=None) -> "MeshGeometry":
-        """Marching cubes of density_fn (points [N,3] -> [N] or [N,1]) with the exporter's extraction."""
-        mesh, _ = extract_mesh(density_fn, cfg.radius if radius is None else radius,
+                   resolution: int | None = None, threshold: float | str | None = None, radius: float = 1.0,
+                   device=None, texture: ImplicitVolumeConfig = ImplicitVolumeConfig()) -> "MeshGeometry":
+        """Marching cubes of density_fn (points [N,3] -> [N] or [N,1]) in [-radius, radius]^3 with the
+        exporter's extraction."""
+        mesh, _ = extract_mesh(density_fn, radius,
                                cfg.resolution if resolution is None else resolution,
                                cfg.threshold if threshold is None else threshold,
                                cfg.chunk_size, cfg.min_component_fraction, device)
@@ -79,18 +81,15 @@ class MeshGeometry(nn.Module):
             import trimesh
 
             trimesh.smoothing.filter_taubin(mesh, iterations=cfg.smooth_iterations)
-        return cls(cfg, mesh.vertices, mesh.faces)
+        return cls(cfg, mesh.vertices, mesh.faces, texture)
 
     @classmethod
     def from_implicit(cls, volume: ImplicitVolume, cfg: MeshGeometryConfig = MeshGeometryConfig(), **kwargs) -> "MeshGeometry":
-        """Start the mesh stage from a trained ImplicitVolume: its density's isosurface, and its
-        weights as the initial texture field (when the configs match)."""
+        """Start the mesh stage from a trained ImplicitVolume: its density's isosurface inside its box,
+        and its weights as the initial texture field (which has the volume's architecture)."""
         device = next(volume.parameters()).device
-        geo = cls.from_field(volume.density, cfg, device=device, **kwargs)
-        try:
-            geo.texture.load_state_dict(volume.state_dict())
-        except RuntimeError:  # different hash grid / MLP sizes: keep the fresh texture field
-            pass
+        geo = cls.from_field(volume.density, cfg, radius=volume.cfg.radius, device=device, texture=volume.cfg, **kwargs)
+        geo.texture.load_state_dict(volume.state_dict())
         return geo.to(device)
 
     # -- geometry ---------------------------------------------------------------------------

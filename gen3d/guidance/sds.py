@@ -11,13 +11,15 @@ from typing import Any
 import torch
 
 from gen3d.diffusion.prior import Prior
-from gen3d.guidance import common
+from gen3d.guidance import GUIDANCES, GuidanceContext, GuidanceType, common
 from gen3d.utils.schedule import schedule_value
 
 
 @dataclass
 class GuidanceConfig:
-    type: str = "sds"  # sds | vsd
+    """SDS's config; other guidance types extend it (VSDConfig). `type` names the registered type."""
+
+    type: str = "sds"  # a registered guidance type (gen3d.guidance.GUIDANCES): sds | vsd | ...
     guidance_scale: float = 100.0
     min_step_percent: Any = 0.02  # schedule
     max_step_percent: Any = 0.98  # schedule
@@ -38,8 +40,10 @@ def sds_gradient(prior: Prior, latents: torch.Tensor, t: torch.Tensor, noise: to
 class SDSGuidance:
     """Turns rendered images into a loss whose gradient is the SDS gradient (not an nn.Module)."""
 
-    def __init__(self, prior: Prior, cfg: GuidanceConfig):
+    def __init__(self, prior: Prior, cfg: GuidanceConfig, latents: bool = False):
+        """latents: `guide` gets the prior's latents (rgb_as_latents), not images for the VAE encoder."""
         self.prior, self.cfg = prior, cfg
+        self._guide = self.loss_from_latents if latents else self
 
     def timesteps(self, batch: int, step: int, generator=None) -> torch.Tensor:
         lo, hi = common.timestep_range(schedule_value(self.cfg.min_step_percent, step),
@@ -58,6 +62,20 @@ class SDSGuidance:
         """Parameters the guidance itself trains (none for SDS; VSD's LoRA)."""
         return []
 
+    # ----- the Guidance interface (gen3d.guidance) ------------------------------------------------
+    def guide(self, renders: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor, cameras, step: int) -> dict:
+        """renders (images, or latents when built with latents=True), cameras: gen3d.render.cameras.Cameras."""
+        return self._guide(renders, cond, uncond, step, c2w=cameras.c2w)
+
+    def parameter_groups(self) -> list[dict]:
+        return []
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {}
+
+    def state(self) -> dict[str, Any]:
+        return {}
+
     def __call__(self, images: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor, step: int,
                  generator=None, c2w: torch.Tensor | None = None) -> dict:
         """images [B,3,H,W] in [0,1] -> the prior's VAE encoder -> `loss_from_latents`."""
@@ -74,3 +92,7 @@ class SDSGuidance:
         noise = torch.randn(latents.shape, device=latents.device, generator=generator)
         grad = sds_gradient(self.prior, latents, t, noise, cond, uncond, self.cfg.guidance_scale, self.cfg.weighting)
         return {**self.finish(latents, grad, step), "t": t}
+
+
+GUIDANCES.register("sds", GuidanceType(
+    GuidanceConfig, lambda prior, cfg, ctx: SDSGuidance(prior, cfg, latents=ctx.latents)))

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from gen3d.diffusion.lora import VSDLoRA, diffusion_target
 from gen3d.diffusion.prior import Prior, cfg_combine
 from gen3d.errors import UserError
-from gen3d.guidance import common
+from gen3d.guidance import GUIDANCES, GuidanceContext, GuidanceType, common
 from gen3d.guidance.sds import GuidanceConfig, SDSGuidance
 
 
@@ -78,15 +78,24 @@ class VSDGuidance(SDSGuidance):
     """Rendered images -> loss for the 3D parameters + diffusion loss for the LoRA (not an nn.Module;
     `self.lora` is, and owns only the trainable LoRA + camera-embedding parameters)."""
 
-    def __init__(self, prior: Prior, cfg: VSDConfig, lora: VSDLoRA | None = None):
+    def __init__(self, prior: Prior, cfg: VSDConfig, lora: VSDLoRA | None = None, latents: bool = False):
         """lora: continue an existing VSDLoRA on this prior's UNet (e.g. the next stage); None: a new one."""
-        super().__init__(prior, cfg)
+        super().__init__(prior, cfg, latents)
         if lora is not None and lora.unet is not prior.unet:
             raise UserError("the VSD LoRA passed in sits on another UNet than this prior's")
         self.lora = lora if lora is not None else VSDLoRA(prior.unet, rank=cfg.lora_rank, alpha=cfg.lora_alpha)
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return list(self.lora.parameters())
+
+    def parameter_groups(self) -> list[dict]:
+        return [{"params": self.trainable_parameters(), "lr": self.cfg.lora_lr}]
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"vsd_lora": self.lora}  # checkpointed as vsd_lora.*
+
+    def state(self) -> dict[str, Any]:
+        return {"vsd_lora": self.lora}  # later VSD stages on this prior continue the same LoRA
 
     def loss_from_latents(self, latents: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor, step: int,
                           generator=None, c2w: torch.Tensor | None = None) -> dict:
@@ -104,3 +113,10 @@ class VSDGuidance(SDSGuidance):
         loss_lora = lora_loss(self.prior, self.lora, latents, cond, c2w, cfg.camera_condition_dropout,
                               cfg.lora_n_timestamp_samples, generator)
         return {**self.finish(latents, grad, step), "loss_lora": loss_lora, "t": t}
+
+
+def _build(prior: Prior, cfg: VSDConfig, ctx: GuidanceContext) -> VSDGuidance:
+    return VSDGuidance(prior, cfg, lora=ctx.state.get("vsd_lora"), latents=ctx.latents)
+
+
+GUIDANCES.register("vsd", GuidanceType(VSDConfig, _build, holds_modules=True))

@@ -6,12 +6,15 @@ takes the renders as latents (`SDSGuidance.loss_from_latents`: no VAE encoder in
 people see stays RGB: previews and turntables are decoded by the prior's VAE (`decode_views`), and
 the exported texture goes through a linear latent -> RGB map fitted on the trained field's views
 (`fit_latent_to_rgb`, an approximation; see gen3d/export/latent_rgb.py).
+
+`view_space(cfg)` is the one place `rgb_as_latents` is read: the system renders, trains and shows
+its particles through the space it returns (`RGBSpace` or `LatentSpace`), never by the flag.
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -20,9 +23,7 @@ from gen3d.diffusion.prior import Prior, model_info
 from gen3d.errors import UserError
 from gen3d.export.latent_rgb import LinearMap, fit_linear_map, pixel_pairs
 from gen3d.render.cameras import Cameras, make_cameras
-
-if TYPE_CHECKING:
-    from gen3d.systems.text3d import Text3DConfig, Text3DSystem
+from gen3d.representations import representation
 
 log = logging.getLogger("gen3d")
 
@@ -30,7 +31,7 @@ FIT_ELEVATIONS = (15.0, 45.0)  # views the export's latent -> RGB fit is made on
 FIT_AZIMUTHS = 8
 
 
-def latent_channels(cfg: "Text3DConfig", prior: Prior | None = None) -> int | None:
+def latent_channels(cfg: Any, prior: Prior | None = None) -> int | None:
     """Channels the field and the background output: the prior's UNet input channels under
     rgb_as_latents (read from the model folder when the prior is not loaded yet), else None (RGB)."""
     if not cfg.rgb_as_latents:
@@ -40,11 +41,12 @@ def latent_channels(cfg: "Text3DConfig", prior: Prior | None = None) -> int | No
     return model_info(cfg.model).latent_channels
 
 
-def check_config(cfg: "Text3DConfig") -> None:
-    """One stage's config (UserError): latents need a NeRF, albedo shading and the MLP background."""
+def check_config(cfg: Any) -> None:
+    """One stage's config (UserError): latents need a representation that renders them (a NeRF),
+    albedo shading and the MLP background."""
     if not cfg.rgb_as_latents:
         return
-    if cfg.representation != "volume":
+    if not representation(cfg.representation).renders_latents:
         raise UserError(f"rgb_as_latents works on NeRF (volume) stages only, not with representation "
                         f"'{cfg.representation}'")
     if cfg.force_shading not in (None, "albedo"):
@@ -55,7 +57,7 @@ def check_config(cfg: "Text3DConfig") -> None:
                         "is an RGB colour")
 
 
-def check_stages(stage_cfgs: list["Text3DConfig"]) -> None:
+def check_stages(stage_cfgs: list[Any]) -> None:
     """Across stages, and the prior (its model_index.json only): UserError before anything is written."""
     if len({s.rgb_as_latents for s in stage_cfgs}) > 1:
         raise UserError("rgb_as_latents must be the same in every stage (a stage cannot start from a NeRF "
@@ -92,12 +94,62 @@ def fit_cameras(elevation_offsets=FIT_ELEVATIONS, n_azimuths: int = FIT_AZIMUTHS
     return make_cameras(el, az, torch.full((n,), distance), torch.full((n,), fovy), size, size)
 
 
-def fit_latent_to_rgb(system: "Text3DSystem", particle: int = 0) -> LinearMap:
-    """The linear latent -> RGB map of one trained particle, for baking its albedo into a texture."""
-    t = system.cfg.turntable
-    views = system.render_views(fit_cameras(distance=t.distance, fovy=t.fovy, size=t.resolution), particle=particle)
+def fit_latent_to_rgb(render: Callable[[Cameras], dict], turntable: Any) -> LinearMap:
+    """The linear latent -> RGB map of one trained particle (render: cameras -> its decoded views, with
+    `latents`), for baking its albedo into a texture. turntable: distance, fovy, resolution of the fit views."""
+    t = turntable
+    views = render(fit_cameras(distance=t.distance, fovy=t.fovy, size=t.resolution))
     latents, rgb = pixel_pairs(views["latents"], views["rgb"], views["opacity"][..., 0] > 0.5)
     fitted = fit_linear_map(latents, rgb)
     rms = float((fitted(latents) - rgb).square().mean().sqrt())
     log.info("rgb_as_latents: latent -> RGB linear map fitted on %d pixels (rms error %.3f)", len(rgb), rms)
     return fitted
+
+
+class RGBSpace:
+    """The particles render RGB: the guidance encodes them with the VAE, people see them as they are."""
+
+    latents = False
+    needs_prior = False  # to show views
+
+    def channels(self, cfg: Any, prior: Prior | None = None) -> int | None:
+        return None
+
+    def shading(self, shading: str) -> str:
+        return shading
+
+    def view(self, cams: Cameras, shading: str, prior: Prior | None) -> tuple[Cameras, str]:
+        return cams, shading
+
+    def decode(self, prior: Prior | None, views: dict) -> dict:
+        return views
+
+    def albedo_to_rgb(self, render: Callable[[Cameras], dict], turntable: Any) -> Callable | None:
+        return None
+
+
+class LatentSpace(RGBSpace):
+    """rgb_as_latents: the particles render the prior's latents at the latent size, albedo shading only;
+    views are VAE-decoded; the texture goes through a fitted linear latent -> RGB map."""
+
+    latents = True
+    needs_prior = True
+
+    def channels(self, cfg: Any, prior: Prior | None = None) -> int | None:
+        return latent_channels(cfg, prior)
+
+    def shading(self, shading: str) -> str:
+        return "albedo"  # lighting latents means nothing
+
+    def view(self, cams: Cameras, shading: str, prior: Prior | None) -> tuple[Cameras, str]:
+        return latent_cameras(cams, prior), "albedo"
+
+    def decode(self, prior: Prior | None, views: dict) -> dict:
+        return decode_views(prior, views)
+
+    def albedo_to_rgb(self, render: Callable[[Cameras], dict], turntable: Any) -> Callable | None:
+        return fit_latent_to_rgb(render, turntable)
+
+
+def view_space(cfg: Any) -> RGBSpace:
+    return LatentSpace() if cfg.rgb_as_latents else RGBSpace()

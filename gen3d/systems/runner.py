@@ -15,14 +15,14 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 
-from gen3d.config import read_yaml, to_yaml
+from gen3d.config import to_yaml
 from gen3d.errors import UserError
-from gen3d.export import export_mesh, export_trimesh
-from gen3d.geometry.mesh import MeshGeometry
-from gen3d.systems import latent_mode
-from gen3d.systems.stages import stage_configs, stage_index
-from gen3d.systems.text3d import RandomCameraDataset, Text3DConfig, Text3DSystem, check_config, run_device
+from gen3d.systems.config import Text3DConfig
+from gen3d.systems.data import RandomCameraDataset
+from gen3d.systems.text3d import Text3DSystem
+from gen3d.systems.validate import start_point
 from gen3d.utils.atomic import write_text_atomic
+from gen3d.utils.device import resolve_accelerator, run_device
 from gen3d.utils.distributed import global_rank, parallel_trainer_kwargs
 from gen3d.utils.media import image_grid, save_image, write_video
 
@@ -49,16 +49,6 @@ class PreviewAndLog(Callback):
             save_image(self.dir / f"step-{step:06d}.png", grid)
 
 
-def resolve_accelerator(cfg: Text3DConfig) -> str:
-    """'cuda' or 'cpu' for Lightning (`run_device`), with one-line errors for impossible requests."""
-    want = cfg.device if cfg.device != "auto" else cfg.trainer.accelerator
-    if want == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda asked for, but this machine has no CUDA device (use --device cpu)")
-    if want not in ("auto", "cpu", "cuda", "gpu"):
-        raise UserError(f"unknown device '{want}' (use cpu or cuda)")
-    return run_device(cfg)
-
-
 def make_trainer(cfg: Text3DConfig, ckpt_dir: Path, preview_dir: Path, stage: str) -> L.Trainer:
     t = cfg.trainer
     ckpt = ModelCheckpoint(dirpath=ckpt_dir, filename="step-{step:06d}", every_n_train_steps=t.checkpoint_every,
@@ -76,31 +66,14 @@ def checkpoint_step(path: Path) -> int:
     return int(torch.load(path, map_location="cpu", weights_only=True).get("global_step", 0))
 
 
-def load_system(cfg: Text3DConfig, ckpt: Path, prior=None) -> Text3DSystem:
-    """A stage's system with the weights of a checkpoint (prior loaded first when VSD needs it)."""
-    system = Text3DSystem(cfg, prior=prior)
-    if cfg.guidance.type == "vsd":
-        system.setup_prior("cpu" if prior is None else prior.device)
+def load_system(cfg: Text3DConfig, ckpt: Path, prior=None, guidance_state: dict | None = None) -> Text3DSystem:
+    """A stage's system with the weights of a checkpoint (its guidance's modules built first, when it
+    holds any: e.g. VSD's LoRA, on the prior loaded for it)."""
+    system = Text3DSystem(cfg, prior=prior, guidance_state=guidance_state)
+    system.prepare_to_load()
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
     system.load_state_dict(state["state_dict"])
     return system
-
-
-def export_particle(system: Text3DSystem, index: int, out_dir: Path) -> dict:
-    cfg, scene = system.cfg, system.scene(index)
-    geo = scene.geometry
-    device = next(system.parameters()).device
-    # rgb_as_latents: the field's albedo is latents; bake it through a fitted linear latent -> RGB map
-    to_rgb = latent_mode.fit_latent_to_rgb(system, index) if cfg.rgb_as_latents else None
-
-    def albedo_fn(points):
-        albedo = geo.albedo(points.to(device)).float().cpu()
-        return albedo if to_rgb is None else to_rgb(albedo)
-
-    if isinstance(geo, MeshGeometry):
-        return export_trimesh(geo.to_trimesh(), albedo_fn, out_dir, cfg.export)
-    return export_mesh(lambda p: geo.density(p.to(device)).float().cpu(), albedo_fn, out_dir, cfg.export,
-                       radius=cfg.geometry.radius)
 
 
 def finalize(system: Text3DSystem, run_dir: Path) -> dict:
@@ -112,45 +85,9 @@ def finalize(system: Text3DSystem, run_dir: Path) -> dict:
         views = system.render_views(system.turntable_cameras(), particle=i, shading=cfg.turntable.shading)
         write_video(run_dir / "video" / f"turntable{suffix}.mp4", views["rgb"], fps=cfg.turntable.fps)
         with torch.no_grad():
-            results[f"export{suffix}"] = export_particle(system, i, run_dir / "export" / (f"particle-{i}" if n > 1 else ""))
+            results[f"export{suffix}"] = system.export_particle(i, run_dir / "export" / (f"particle-{i}" if n > 1 else ""))
         log.info("exported particle %d: %s", i, results[f"export{suffix}"])
     return results
-
-
-def _check_from_run(from_run: Path, cfg: Text3DConfig, stages, first: int) -> Path:
-    saved = from_run / "config.yaml"
-    if not saved.is_file():
-        raise UserError(f"--from: '{from_run}' is not a gen3d run (no config.yaml)")
-    other = read_yaml(saved)
-    if other.get("system") != cfg.system or other.get("name") != cfg.name:
-        raise UserError(f"--from: '{from_run}' is a '{other.get('name')}' run, not '{cfg.name}'")
-    prev_name = stages[first - 1][0]
-    ckpt = from_run / "ckpts" / prev_name / "last.ckpt"
-    if not ckpt.is_file():
-        raise UserError(f"--from: '{from_run}' has no checkpoint of stage '{prev_name}' ({ckpt})")
-    return ckpt
-
-
-def start_point(cfg: Text3DConfig, run_dir: Path | None, stage: str | None = None,
-                from_run: Path | None = None) -> tuple[list, int, Path | None]:
-    """(the stages' configs, index of the first stage to run, checkpoint of the stage before it or
-    None); UserError when --stage / --from do not fit this config."""
-    stages = stage_configs(cfg)
-    for _, stage_cfg in stages:
-        check_config(stage_cfg)
-    if from_run is not None and stage is None:
-        raise UserError("--from needs --stage (the stage to start at)")
-    first = stage_index(stages, stage) if stage else 0
-    if first == 0:
-        return stages, 0, None
-    if from_run is not None:
-        return stages, first, _check_from_run(Path(from_run), cfg, stages, first)
-    prev = stages[first - 1][0]
-    prev_ckpt = run_dir / "ckpts" / prev / "last.ckpt" if run_dir is not None else None
-    if prev_ckpt is None or not prev_ckpt.is_file():
-        raise UserError(f"--stage {stage}: needs the checkpoint of stage '{prev}': pass --from RUN_DIR "
-                        "(or --resume RUN_DIR)")
-    return stages, first, prev_ckpt
 
 
 def run_text3d(cfg: Text3DConfig, run_dir: Path, resume: Path | None = None, export_only: bool = False,
@@ -163,7 +100,8 @@ def run_text3d(cfg: Text3DConfig, run_dir: Path, resume: Path | None = None, exp
         write_text_atomic(run_dir / "config.yaml", to_yaml(cfg))
 
     prev = load_system(stages[first - 1][1], prev_ckpt) if prev_ckpt else None
-    prior = prev._prior if prev is not None else None
+    prior = prev.prior if prev is not None else None
+    state = prev.guidance_state() if prev is not None else {}  # e.g. VSD's LoRA, continued by later VSD stages
     system = None
     for name, scfg in stages[first:]:
         sub = name if multi else ""
@@ -173,11 +111,11 @@ def run_text3d(cfg: Text3DConfig, run_dir: Path, resume: Path | None = None, exp
         done_steps = checkpoint_step(last) if have else 0  # one read of the checkpoint
         if have and (export_only or done_steps >= scfg.trainer.max_steps):
             log.info("stage %s: complete, loading %s", name, last)
-            system = load_system(scfg, last, prior)
+            system = load_system(scfg, last, prior, state)
         elif export_only:
             raise UserError(f"--export-only: stage '{name}' has no checkpoint in {ckpt_dir}")
         else:
-            system = Text3DSystem(scfg, prior=prior)
+            system = Text3DSystem(scfg, prior=prior, guidance_state=state)
             if prev is not None and not have:
                 system.init_from(prev)
             log.info("stage %s: %s for %d steps", name, "resuming" if have else "training", scfg.trainer.max_steps)
@@ -190,13 +128,13 @@ def run_text3d(cfg: Text3DConfig, run_dir: Path, resume: Path | None = None, exp
             trainer.fit(system, loader, ckpt_path=str(last) if have else None)
             log.info("stage %s: trained %d steps in %.2f s", name, trainer.global_step - done_steps,
                      time.perf_counter() - t0)
-        prior = system._prior or prior
+        prior, state = system.prior or prior, system.guidance_state()
         prev, final_ckpt = system, ckpt_dir / "last.ckpt"
     result = {"run_dir": str(run_dir), "first_loss": system.first_loss, "last_loss": system.last_loss}
     if rank != 0:  # previews, videos, exports and checkpoints are rank 0's
         return result
     if len(system.scenes) < cfg.particles:  # particles were spread over ranks: the checkpoint holds them all
-        system = load_system(stages[-1][1], final_ckpt, prior)
+        system = load_system(stages[-1][1], final_ckpt, prior, state)
     # Lightning's teardown leaves a trained module on the CPU; render and export where it trained
     system.to(run_device(cfg))
     result.update(finalize(system, run_dir))

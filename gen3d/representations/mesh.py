@@ -1,0 +1,43 @@
+"""`mesh`: a triangle mesh with vertex offsets and a texture field (gen3d.geometry.mesh), rasterised.
+
+It cannot start a method: it starts from the previous stage's particle, the isosurface of any
+geometry with a `density` field (a NeRF volume) or a copy of a previous mesh stage's mesh."""
+from __future__ import annotations
+
+from gen3d.export import export_trimesh
+from gen3d.geometry.mesh import MeshGeometry
+from gen3d.render.mesh_renderer import MeshRenderer
+from gen3d.representations import Representation, register
+
+
+class MeshRepresentation(Representation):
+    can_start = False
+    renders_latents = False
+
+    def build(self, cfg, background, latent_channels=None):
+        # empty until from_previous or a checkpoint fills it; the texture field has the NeRF's architecture
+        return MeshRenderer(cfg.mesh_renderer, MeshGeometry(cfg.mesh, texture=cfg.geometry), background)
+
+    def from_previous(self, scene, previous, cfg):
+        if hasattr(previous.geometry, "density"):  # a field: its isosurface, its weights as the texture
+            scene.geometry = MeshGeometry.from_implicit(previous.geometry, cfg.mesh)
+        else:
+            super().from_previous(scene, previous, cfg)
+
+    def regularisers(self, scene, out):
+        return {"normal_consistency": scene.geometry.normal_consistency(),
+                "laplacian": scene.geometry.laplacian_smoothing()}
+
+    def parameter_groups(self, scene, cfg):
+        geo, groups = scene.geometry, []
+        if cfg.train_geometry and geo.offsets.numel():
+            groups.append({"params": [geo.offsets], "lr": cfg.optimizer.lr_offsets})
+        if cfg.train_texture:
+            groups.append({"params": list(geo.texture.parameters()), "lr": cfg.optimizer.lr})
+        return groups
+
+    def export(self, scene, albedo_fn, out_dir, cfg, device):
+        return export_trimesh(scene.geometry.to_trimesh(), albedo_fn, out_dir, cfg.export)
+
+
+register("mesh", MeshRepresentation())

@@ -1,0 +1,31 @@
+"""`volume`: a NeRF (hash-grid field, gen3d.geometry.implicit) rendered by the volume renderer."""
+from __future__ import annotations
+
+from gen3d.export import export_mesh
+from gen3d.geometry.implicit import ImplicitVolume
+from gen3d.render.volume import VolumeRenderer
+from gen3d.representations import Representation, register
+
+
+class VolumeRepresentation(Representation):
+    can_start = True
+    renders_latents = True
+
+    def build(self, cfg, background, latent_channels=None):
+        return VolumeRenderer(cfg.renderer, ImplicitVolume(cfg.geometry, latent_channels), background)
+
+    def regularisers(self, scene, out):
+        opacity = out["opacity"].clamp(1e-5, 1 - 1e-5)
+        terms = {"sparsity": opacity.mean(),
+                 "opaque": -(opacity * opacity.log() + (1 - opacity) * (1 - opacity).log()).mean()}
+        if "orient_loss" in out:
+            terms["orient"] = out["orient_loss"]
+        return terms
+
+    def export(self, scene, albedo_fn, out_dir, cfg, device):
+        geo = scene.geometry
+        return export_mesh(lambda p: geo.density(p.to(device)).float().cpu(), albedo_fn, out_dir, cfg.export,
+                           radius=geo.cfg.radius)
+
+
+register("volume", VolumeRepresentation())

@@ -1,0 +1,26 @@
+"""The training data of a text-to-3D run: random cameras, reproducible per (seed, index)."""
+from __future__ import annotations
+
+import torch
+
+from gen3d.render.cameras import CameraConfig, CameraSampler, Cameras
+
+
+class RandomCameraDataset(torch.utils.data.Dataset):
+    """Item i is a random camera drawn with a generator seeded by (seed, i): reproducible, and
+    with a DistributedSampler each rank renders its own cameras."""
+
+    def __init__(self, cfg: CameraConfig, length: int, seed: int):
+        self.sampler, self.length, self.seed = CameraSampler(cfg), length, seed
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> dict:
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + i)
+        cam = self.sampler.sample(1, generator=gen)
+        return {k: v[0] for k, v in vars(cam).items() if torch.is_tensor(v)}
+
+
+def batch_to_cameras(batch: dict, height: int, width: int) -> Cameras:
+    return Cameras(height=height, width=width, **batch)
