@@ -8,15 +8,14 @@ from gen3d.errors import UserError
 from gen3d.utils.device import prior_dtype, requested_device, resolve_accelerator, run_device
 
 
-def cfg(device="auto", accelerator="auto"):
-    return SimpleNamespace(device=device, trainer=SimpleNamespace(accelerator=accelerator))
+def cfg(device="auto"):
+    return SimpleNamespace(device=device)
 
 
-def test_device_wins_over_trainer_accelerator():
-    assert requested_device(cfg("cpu", "cuda")) == "cpu"
-    assert requested_device(cfg("auto", "cpu")) == "cpu"
+def test_device_of_a_config_or_a_name():
+    assert requested_device(cfg("cpu")) == "cpu"
     assert requested_device("gpu") == "gpu"
-    assert run_device(cfg("auto", "gpu")) == "cuda"
+    assert run_device(cfg("gpu")) == "cuda"
     assert run_device(cfg("cpu")) == "cpu"
     assert run_device(cfg()) == ("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -27,7 +26,16 @@ def test_resolve_accelerator_errors():
         resolve_accelerator(cfg("tpu"))
     if not torch.cuda.is_available():
         with pytest.raises(UserError, match="no CUDA device"):
-            resolve_accelerator(cfg(accelerator="cuda"))
+            resolve_accelerator("cuda")
+
+
+def test_video_config_moved_accelerator_key():
+    from gen3d.config import build_config
+    from video.config import VideoEditConfig
+
+    assert build_config(VideoEditConfig, {"device": "cpu"}).device == "cpu"
+    with pytest.raises(UserError, match="'trainer.accelerator' is now 'device'"):
+        build_config(VideoEditConfig, {"trainer": {"accelerator": "cpu"}})
 
 
 def test_prior_dtype():

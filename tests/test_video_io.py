@@ -81,7 +81,7 @@ def test_validate_and_no_partial_output(demo, tiny_pipeline, tmp_path):
     validate(_cfg(**ok))
     bad = [(dict(ok, system="controlvideo", control=["hed"]), "unknown --control"),
            (dict(ok, system="controlvideo", control=["canny"]), "needs a ControlNet"),
-           (dict(ok, control=["canny"]), "applies to ControlVideo"),
+           (dict(ok, system="tuneavideo3d"), "system must be one of video"),
            (dict(ok, edit=[]), "no edit prompt"), (dict(ok, prompt=""), "caption is empty"),
            (dict(ok, frames=9), "has 6 frames"), (dict(ok, model=str(tmp_path / "nope")), "not found"),
            (dict(ok, video=str(tmp_path / "nope.mp4")), "does not exist"),

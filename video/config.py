@@ -1,4 +1,5 @@
-"""Typed config of the video-editing systems (Tune-A-Video and ControlVideo differ in YAML only)."""
+"""Typed config of the video-editing system (Tune-A-Video and ControlVideo differ in YAML only: ControlVideo
+names `control:` maps and its own inflation settings)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -13,7 +14,6 @@ class VideoTrainerConfig:
     lr: float = 3e-5
     weight_decay: float = 1e-2
     precision: str = "32-true"  # 32-true | 16-mixed | bf16-mixed
-    accelerator: str = "auto"  # auto | cpu | cuda
     devices: Any = 1
     gradient_checkpointing: bool = False
     checkpoint_every: int = 100
@@ -54,7 +54,10 @@ class MetricsConfig:
 class VideoEditConfig:
     """Everything a video-editing run needs; configs/tuneavideo.yaml and controlvideo.yaml fill it in."""
 
-    system: str = "tuneavideo"  # tuneavideo | controlvideo
+    # keys that moved: naming the old one is an error naming the new one (gen3d.config)
+    MOVED_KEYS = {"trainer.accelerator": "device"}
+
+    system: str = "video"  # the video-editing system (tuneavideo | controlvideo: older names of it)
     name: str = "tuneavideo"  # run directory: outputs/<name>/<prompt-slug>
     model: str = "builtin"
     prompt: str = ""  # caption of the source video
@@ -72,7 +75,7 @@ class VideoEditConfig:
     canny_high: float = 0.2
     seed: int = 33
     output: str = "outputs"
-    device: str = "auto"  # auto | cpu | cuda
+    device: str = "auto"  # auto | cpu | cuda (also the Lightning accelerator)
     cache_dir: str = ".cache/text_embeddings"
     trainer: VideoTrainerConfig = field(default_factory=VideoTrainerConfig)
     inflation: InflationConfig = field(default_factory=InflationConfig)

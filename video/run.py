@@ -33,7 +33,7 @@ from video.metrics import Judge
 from video.tune import VideoTuner, fine_tune, load_trainable
 
 log = logging.getLogger("gen3d")
-SYSTEMS = ("tuneavideo", "controlvideo")
+SYSTEMS = ("video", "tuneavideo", "controlvideo")  # one system; the last two are its older names
 
 
 def _is_builtin(model: str) -> bool:
@@ -51,10 +51,6 @@ def validate(cfg: VideoEditConfig) -> None:
     if not cfg.edit or any(not e or not str(e).strip() for e in cfg.edit):
         raise UserError('no edit prompt: pass --edit "a red sphere is moving" (repeatable)')
     controls = parse_controls(cfg.control)
-    if cfg.system == "tuneavideo" and controls:
-        raise UserError("--control applies to ControlVideo: use --config controlvideo.yaml")
-    if cfg.system == "controlvideo" and not controls:
-        raise UserError("ControlVideo needs at least one --control (e.g. --control canny)")
     if cfg.size < 0 or cfg.size % 8:
         raise UserError(f"--size must be a positive multiple of 8 (got {cfg.size})")
     if cfg.trainer.max_steps < 0 or cfg.sampling.steps < 1 or cfg.sampling.inversion_steps < 1:

@@ -1,8 +1,7 @@
 """Where a run trains and in which dtype the prior runs: one decision for 3D and video runs.
 
-A config asks for a device with `device` (auto | cpu | cuda) and, for older configs, with
-`trainer.accelerator` (read only while `device` is auto). Every function takes such a config or
-the requested name itself.
+A config asks for a device with its `device` key (auto | cpu | cuda; `gpu` is read as cuda), which
+is also the Lightning accelerator. Every function takes such a config or the requested name itself.
 """
 from __future__ import annotations
 
@@ -17,14 +16,8 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 
 
 def requested_device(cfg: Any) -> str:
-    """The device name a config (or a plain string) asks for, before any check."""
-    if isinstance(cfg, str):
-        return cfg
-    device = getattr(cfg, "device", "auto")
-    trainer = getattr(cfg, "trainer", None)
-    if device == "auto" and trainer is not None:
-        return getattr(trainer, "accelerator", "auto")
-    return device
+    """The device name a config's `device` (or a plain string) asks for, before any check."""
+    return cfg if isinstance(cfg, str) else cfg.device
 
 
 def run_device(cfg: Any) -> str:
