@@ -96,9 +96,8 @@ def test_fixed_seed_figures_unchanged(method, tiny_pipeline, tmp_path):
 
 
 if __name__ == "__main__":  # record the figures (see the module docstring)
-    import tempfile
-
     import os
+    import tempfile
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(1)

@@ -9,7 +9,6 @@ from torch import nn
 import launch
 from gen3d.cli import run_from_args
 from gen3d.config import build_config
-from gen3d.errors import UserError
 from gen3d.guidance import GUIDANCES, GuidanceType
 from gen3d.representations import REPRESENTATIONS, register
 from gen3d.representations.volume import VolumeRepresentation

@@ -8,8 +8,9 @@ into any MeshGeometry (even an empty one) restores the mesh, so resume and expor
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable, Union
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Union
 
 import numpy as np
 import torch
@@ -19,7 +20,13 @@ import trimesh
 
 from gen3d.export.extract import extract_mesh
 from gen3d.geometry.implicit import ImplicitVolume, ImplicitVolumeConfig
-from gen3d.geometry.mesh_losses import MeshTopology, face_normals, laplacian_smoothing, mesh_topology, normal_consistency
+from gen3d.geometry.mesh_losses import (
+    MeshTopology,
+    face_normals,
+    laplacian_smoothing,
+    mesh_topology,
+    normal_consistency,
+)
 
 OFFSET_TYPES = ("free", "normal", "none")
 
@@ -70,7 +77,7 @@ class MeshGeometry(nn.Module):
     @classmethod
     def from_field(cls, density_fn: Callable[[torch.Tensor], torch.Tensor], cfg: MeshGeometryConfig = MeshGeometryConfig(),
                    resolution: int | None = None, threshold: float | str | None = None, radius: float = 1.0,
-                   device=None, texture: ImplicitVolumeConfig = ImplicitVolumeConfig()) -> "MeshGeometry":
+                   device=None, texture: ImplicitVolumeConfig = ImplicitVolumeConfig()) -> MeshGeometry:
         """Marching cubes of density_fn (points [N,3] -> [N] or [N,1]) in [-radius, radius]^3 with the
         exporter's extraction."""
         mesh, _ = extract_mesh(density_fn, radius,
@@ -84,7 +91,7 @@ class MeshGeometry(nn.Module):
         return cls(cfg, mesh.vertices, mesh.faces, texture)
 
     @classmethod
-    def from_implicit(cls, volume: ImplicitVolume, cfg: MeshGeometryConfig = MeshGeometryConfig(), **kwargs) -> "MeshGeometry":
+    def from_implicit(cls, volume: ImplicitVolume, cfg: MeshGeometryConfig = MeshGeometryConfig(), **kwargs) -> MeshGeometry:
         """Start the mesh stage from a trained ImplicitVolume: its density's isosurface inside its box,
         and its weights as the initial texture field (which has the volume's architecture)."""
         device = next(volume.parameters()).device

@@ -10,8 +10,9 @@ from typing import Any
 
 import torch
 
+from gen3d.diffusion.noise import add_noise
 from gen3d.diffusion.prior import Prior
-from gen3d.guidance import GUIDANCES, GuidanceContext, GuidanceType, common
+from gen3d.guidance import GUIDANCES, GuidanceType, common
 from gen3d.utils.schedule import schedule_value
 
 
@@ -32,7 +33,7 @@ def sds_gradient(prior: Prior, latents: torch.Tensor, t: torch.Tensor, noise: to
                  uncond: torch.Tensor, guidance_scale: float, weighting: str = "sds") -> torch.Tensor:
     """SDS gradient w.r.t. latents [B,C,h,w] for timesteps t [B] and noise [B,C,h,w]. No autograd."""
     with torch.no_grad():
-        noisy = common.add_noise(prior.alphas_cumprod, latents.detach(), noise, t)
+        noisy = add_noise(prior.alphas_cumprod, latents.detach(), noise, t)
         eps_hat = prior.predict_noise(noisy, t, cond, uncond, guidance_scale)
         return common.weighting(prior.alphas_cumprod, t, weighting) * (eps_hat - noise.float())
 

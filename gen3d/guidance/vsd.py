@@ -13,7 +13,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from gen3d.diffusion.lora import VSDLoRA, diffusion_target
+from gen3d.diffusion.lora import VSDLoRA
+from gen3d.diffusion.noise import add_noise, training_target
 from gen3d.diffusion.prior import Prior, cfg_combine
 from gen3d.errors import UserError
 from gen3d.guidance import GUIDANCES, GuidanceContext, GuidanceType, common
@@ -52,7 +53,7 @@ def vsd_gradient(prior: Prior, lora: VSDLoRA, latents: torch.Tensor, t: torch.Te
                  lora_guidance_scale: float = 1.0, weighting: str = "sds") -> torch.Tensor:
     """VSD gradient w.r.t. latents [B,C,h,w] for t [B], noise [B,C,h,w], c2w [B,4,4]. No autograd."""
     with torch.no_grad():
-        noisy = common.add_noise(prior.alphas_cumprod, latents.detach(), noise, t)
+        noisy = add_noise(prior.alphas_cumprod, latents.detach(), noise, t)
         eps_pretrained = prior.predict_noise(noisy, t, cond, uncond, guidance_scale)
         eps_phi = lora_eps(prior, lora, noisy, t, cond, c2w, lora_guidance_scale)
         return common.weighting(prior.alphas_cumprod, t, weighting) * (eps_pretrained - eps_phi)
@@ -67,8 +68,8 @@ def lora_loss(prior: Prior, lora: VSDLoRA, latents: torch.Tensor, cond: torch.Te
     keep = torch.rand(cam.shape[0], 1, device=cam.device, generator=generator) >= dropout
     t = common.sample_timesteps(x0.shape[0], 0, prior.num_train_timesteps - 1, x0.device, generator)
     noise = torch.randn(x0.shape, device=x0.device, generator=generator)
-    noisy = common.add_noise(prior.alphas_cumprod, x0, noise, t)
-    target = diffusion_target(prior.prediction_type, prior.alphas_cumprod, x0, noise, t)
+    noisy = add_noise(prior.alphas_cumprod, x0, noise, t)
+    target = training_target(prior.prediction_type, prior.alphas_cumprod, x0, noise, t)
     with lora.active() as unet:
         out = unet(noisy.to(prior.dtype), t, encoder_hidden_states=cond, class_labels=cam * keep).sample
     return F.mse_loss(out.float(), target.float())

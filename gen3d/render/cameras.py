@@ -47,11 +47,11 @@ class Cameras:
     def __len__(self) -> int:
         return self.c2w.shape[0]
 
-    def to(self, device) -> "Cameras":
+    def to(self, device) -> Cameras:
         kw = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in self.__dict__.items()}
         return Cameras(**kw)
 
-    def __getitem__(self, idx) -> "Cameras":
+    def __getitem__(self, idx) -> Cameras:
         kw = {k: (v[idx] if torch.is_tensor(v) else v) for k, v in self.__dict__.items()}
         if kw["c2w"].dim() == 2:
             kw = {k: (v[None] if torch.is_tensor(v) else v) for k, v in kw.items()}

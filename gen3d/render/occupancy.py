@@ -9,8 +9,9 @@ Two backends with one interface (`update(step, density_fn)`, `sample(rays_o, ray
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 import torch.nn as nn

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from gen3d.render.cameras import CameraConfig, CameraSampler, Cameras
+from gen3d.render.cameras import CameraConfig, Cameras, CameraSampler
 
 
 class RandomCameraDataset(torch.utils.data.Dataset):

@@ -13,8 +13,9 @@ its particles through the space it returns (`RGBSpace` or `LatentSpace`), never 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F

@@ -22,6 +22,7 @@ from torch import nn
 
 from gen3d.diffusion.prior import Prior, load_prior
 from gen3d.diffusion.prompts import PromptEmbeddings
+from gen3d.errors import UserError
 from gen3d.guidance import GuidanceContext, build_guidance, guidance_type
 from gen3d.render.background import make_background
 from gen3d.render.cameras import Cameras, make_cameras, turntable
@@ -31,7 +32,6 @@ from gen3d.systems import latent_mode
 from gen3d.systems.config import Text3DConfig, resolve_backends
 from gen3d.systems.data import RandomCameraDataset, batch_to_cameras  # noqa: F401  (re-exported)
 from gen3d.systems.particles import ParticleMixin, particles_of_rank
-from gen3d.errors import UserError
 from gen3d.utils.device import prior_dtype
 from gen3d.utils.distributed import exclude_from_ddp, log_parameter_sync
 from gen3d.utils.schedule import schedule_value
@@ -107,7 +107,7 @@ class Text3DSystem(ParticleMixin, L.LightningModule):
     def on_train_end(self) -> None:
         log_parameter_sync(self, local=self.ddp_local_names(), particles=self.particle_ids())
 
-    def init_from(self, prev: "Text3DSystem") -> None:
+    def init_from(self, prev: Text3DSystem) -> None:
         """Start this stage from the previous stage's trained particles (`Representation.from_previous`)."""
         if prev.cfg.particles != self.cfg.particles:
             raise UserError(f"stage has {self.cfg.particles} particles but the previous stage has {prev.cfg.particles}")
