@@ -1,6 +1,6 @@
 """A pretrained 2D diffusion prior in diffusers format, frozen, used by 3D guidance and video.
 
-`load_prior("builtin" | local folder | hub id in the local cache)` gives a `Prior` holding the
+`load_prior("builtin" | local folder | hub id)` gives a `Prior` holding the
 UNet, the VAE (None for pixel-space priors), the text encoder, tokenizer and noise schedule.
 The Prior is deliberately NOT an nn.Module: systems hold it as a plain attribute, so its
 frozen weights never enter checkpoints, optimizers or DDP wrappers.
@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from gen3d.diffusion import noise
+from gen3d.diffusion.layout import WEIGHTED, check_pipeline_folder, folder_weights
 from gen3d.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -25,9 +26,10 @@ BUILTIN_PRIOR = REPO_ROOT / "extern" / "builtin-prior"
 
 
 def resolve_model(name: str) -> Path | str:
-    """Map --model to a local folder, or to a hub id found in the local cache (no download)."""
+    """Map --model to a local folder: 'builtin', a diffusers folder, or a hub id (the Hugging Face cache,
+    downloaded on first use: gen3d.diffusion.hub)."""
     if not name:
-        raise UserError("--model is empty: pass 'builtin', a local diffusers folder or a cached hub id")
+        raise UserError("--model is empty: pass 'builtin', a local diffusers folder or a hub id")
     if name == "builtin":
         if not (BUILTIN_PRIOR / "model_index.json").is_file():
             raise UserError(f"the builtin prior is missing at {BUILTIN_PRIOR}; train it with "
@@ -38,16 +40,13 @@ def resolve_model(name: str) -> Path | str:
         if not (path / "model_index.json").is_file():
             raise UserError(f"model folder '{path}' has no model_index.json (expected a diffusers pipeline folder)")
         return path.resolve()
-    try:
-        from huggingface_hub import snapshot_download
+    from gen3d.diffusion.hub import fetch, is_hub_id
 
-        return Path(snapshot_download(name, local_files_only=True))
-    except Exception:
-        raise UserError(
-            f"model '{name}' not found: not a local folder and not in the Hugging Face cache. "
-            f"Download it where the hub is reachable (`hf download {name}`) and copy the cache, "
-            "or use --model builtin / --model /path/to/diffusers-folder"
-        ) from None
+    if not is_hub_id(name):
+        raise UserError(f"model '{name}' not found: neither a local folder nor a hub id (org/name); "
+                        "pass a diffusers folder, a hub id such as stabilityai/stable-diffusion-2-1-base, "
+                        "or --model builtin")
+    return fetch(name)
 
 
 def has_vae(path: Path, index: dict) -> bool:
@@ -219,15 +218,16 @@ def load_prior(name: str, device: str | torch.device = "cpu", dtype: torch.dtype
 
     path = Path(resolve_model(name))
     index = json.loads((path / "model_index.json").read_text())
-    for part in ("unet", "text_encoder", "tokenizer", "scheduler"):
-        if part not in index or not (path / part).is_dir():
-            raise UserError(f"model '{name}' has no '{part}' component (found: {', '.join(sorted(index))})")
+    check_pipeline_folder(path, name)
+    weights = {c: folder_weights(path, c, prefer_fp16=dtype != torch.float32).load_kwargs()
+               for c in WEIGHTED if c != "vae" or has_vae(path, index)}
     try:
-        unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=dtype)
+        unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=dtype, **weights["unet"])
         vae = None
         if has_vae(path, index):
-            vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=dtype)
-        text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", torch_dtype=dtype)
+            vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=dtype, **weights["vae"])
+        text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", torch_dtype=dtype,
+                                                     **weights["text_encoder"])
         tokenizer = AutoTokenizer.from_pretrained(path, subfolder="tokenizer")
         scheduler = DDPMScheduler.from_pretrained(path, subfolder="scheduler")
     except (OSError, ValueError) as err:
