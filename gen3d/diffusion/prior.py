@@ -39,6 +39,7 @@ def resolve_model(name: str) -> Path | str:
     if path.exists():
         if not (path / "model_index.json").is_file():
             raise UserError(f"model folder '{path}' has no model_index.json (expected a diffusers pipeline folder)")
+        check_pipeline_folder(path, name)
         return path.resolve()
     from gen3d.diffusion.hub import fetch, is_hub_id
 
