@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from gen3d.diffusion.prior import Prior
+from gen3d.diffusion.token_budget import fit_view_prompts, warn_if_truncated
 from gen3d.diffusion.views import VIEWS, ViewConfig, view_index, view_prompt
 from gen3d.errors import UserError
 from gen3d.utils.atomic import atomic_path
@@ -34,6 +35,8 @@ def _model_key(prior: Prior) -> str:
 
 def cached_text_embeddings(prior: Prior, prompts: list[str], cache_dir: str | Path | None) -> torch.Tensor:
     """[len(prompts), L, D] embeddings, read from / written to the cache (keyed by model + prompt)."""
+    for prompt in prompts:
+        warn_if_truncated(prior.tokenizer, prompt)
     if cache_dir is None:
         return prior.encode_text(prompts)
     cache_dir = Path(cache_dir)
@@ -64,7 +67,9 @@ def check_vocabulary(model_path: str | Path, text: str) -> None:
     try:
         check_prompt(None, text)
     except ValueError as err:
-        raise UserError(str(err)) from None
+        raise UserError(f"{err}. Either use a Stable Diffusion model for open prompts (--model "
+                        "stabilityai/stable-diffusion-2-1-base, downloaded on first use, or a local diffusers "
+                        "folder), or write the prompt in these words") from None
 
 
 class PromptEmbeddings:
@@ -75,7 +80,7 @@ class PromptEmbeddings:
             raise UserError("the prompt is empty: pass --prompt \"a red cube\"")
         check_vocabulary(prior.path, prompt)
         self.cfg = cfg
-        texts = [view_prompt(prompt, v) for v in VIEWS] if cfg.view_dependent else [prompt]
+        texts = fit_view_prompts(prior.tokenizer, prompt, VIEWS, view_prompt) if cfg.view_dependent else [prompt]
         self.cond = cached_text_embeddings(prior, texts, cfg.cache_dir)  # [V, L, D]
         self.uncond = cached_text_embeddings(prior, [cfg.negative_prompt], cfg.cache_dir)  # [1, L, D]
         self.prompts = texts
