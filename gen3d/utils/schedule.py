@@ -3,24 +3,50 @@
 A schedule is either a constant (a number) or ``[start_step, start_value, end_value, end_step]``:
 the value is ``start_value`` up to ``start_step``, moves linearly to ``end_value`` at
 ``end_step`` and stays there. A step change at step k is ``[k, a, b, k + 1]``.
+
+A step schedule (threestudio's ``resolution_milestones``) is ``{milestones: [m1, m2, ...], values: [v0, v1, ...]}``:
+``v0`` before step ``m1``, ``v1`` from ``m1`` on, and so on; milestones strictly increasing, one value more
+than milestones. Values may be of any type (ints for resolutions and batch sizes stay ints).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import bisect
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gen3d.errors import UserError
 
 
+def is_step_schedule(spec: Any) -> bool:
+    return isinstance(spec, Mapping) and set(spec) == {"milestones", "values"}
+
+
+def check_step_schedule(spec: Any, key: str) -> None:
+    """Raise UserError unless spec is {milestones: [increasing ints], values: [one more value]}."""
+    ms, vals = spec.get("milestones"), spec.get("values")
+    if not isinstance(ms, Sequence) or isinstance(ms, str) or not isinstance(vals, Sequence) or isinstance(vals, str):
+        raise UserError(f"config key '{key}': a step schedule is {{milestones: [steps], values: [values]}}")
+    if not all(isinstance(m, int) and not isinstance(m, bool) and m >= 0 for m in ms):
+        raise UserError(f"config key '{key}': milestones must be step numbers >= 0, got {list(ms)}")
+    if any(b <= a for a, b in zip(ms[:-1], ms[1:])):
+        raise UserError(f"config key '{key}': milestones must be strictly increasing, got {list(ms)}")
+    if len(vals) != len(ms) + 1:
+        raise UserError(f"config key '{key}': {len(ms)} milestones need {len(ms) + 1} values "
+                        f"(one before the first milestone), got {len(vals)}")
+
+
 def check_schedule(spec: Any, key: str = "schedule") -> None:
-    """Raise UserError unless spec is a number or a valid 4-element schedule."""
+    """Raise UserError unless spec is a number, a valid 4-element schedule or a step schedule."""
     if spec is None or isinstance(spec, (int, float)):
         return
+    if is_step_schedule(spec):
+        return check_step_schedule(spec, key)
     if isinstance(spec, Sequence) and not isinstance(spec, str) and len(spec) == 4:
         if all(isinstance(v, (int, float)) for v in spec) and spec[3] >= spec[0]:
             return
     raise UserError(
-        f"config key '{key}' must be a number or [start_step, start_value, end_value, end_step] "
+        f"config key '{key}' must be a number, [start_step, start_value, end_value, end_step] "
+        f"or {{milestones: [...], values: [...]}} "
         f"with end_step >= start_step, got {list(spec) if isinstance(spec, Sequence) and not isinstance(spec, str) else spec!r}"
     )
 
@@ -29,6 +55,8 @@ def schedule_value(spec: Any, step: int) -> Any:
     """Value of a schedule at a training step (constants and None pass through)."""
     if spec is None or isinstance(spec, (int, float)):
         return spec
+    if is_step_schedule(spec):
+        return spec["values"][bisect.bisect_right(list(spec["milestones"]), step)]
     start_step, start_value, end_value, end_step = (float(v) for v in spec)
     if step <= start_step:
         return start_value
