@@ -77,6 +77,8 @@ def run_one(method: str, prompt: str, out: Path, model: str, overrides: list[str
 def fmt(value, spec: str) -> str:
     if value is None or (isinstance(value, float) and value != value):
         return "-"
+    if spec == "{}" and isinstance(value, float):
+        return f"{value:.1f}"
     return spec.format(value)
 
 
