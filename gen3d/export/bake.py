@@ -6,7 +6,7 @@ Texel ``(row, col)`` has its centre at ``u = (col + 0.5) / W``, ``v = 1 - (row +
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from scipy import ndimage

@@ -8,13 +8,12 @@ import numpy as np
 import trimesh
 
 from gen3d.prior.data import COLOUR_RGB
+from gen3d.prior.tokenizer import SHAPES
 
 from .geometry import chamfer_to_primitive, mesh_samples, topology
 from .primitives import GENUS
 from .texture import colour_distance, surface_albedo, texture_purity, uv_layout
 from .turntable import turntable_colour
-
-from gen3d.prior.tokenizer import SHAPES
 
 
 def load_asset(path: Path) -> tuple[trimesh.Trimesh, np.ndarray, np.ndarray]:

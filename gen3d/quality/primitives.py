@@ -6,7 +6,7 @@ functions (sizes included), so they are the exact ground truth of what a prompt 
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import mcubes
 import numpy as np
@@ -21,7 +21,7 @@ EXTENT = 0.8  # every shape fits in [-0.8, 0.8]^3 (cube half side 0.42, torus ra
 GENUS = {"cube": 0, "sphere": 0, "cylinder": 0, "cone": 0, "torus": 1}
 
 
-@lru_cache(maxsize=None)
+@cache
 def primitive_mesh(shape: str, resolution: int = 128) -> trimesh.Trimesh:
     """The zero level set of the shape's SDF in world units (Y-up, centred), watertight."""
     if shape not in SHAPES:
@@ -37,7 +37,7 @@ def primitive_mesh(shape: str, resolution: int = 128) -> trimesh.Trimesh:
     return mesh
 
 
-@lru_cache(maxsize=None)
+@cache
 def primitive_samples(shape: str, n: int, seed: int = 1) -> np.ndarray:
     """``n`` area-uniform surface points of the true shape, ``[n, 3]``, not normalised."""
     return surface_samples(primitive_mesh(shape), n, seed)[0]
