@@ -27,7 +27,8 @@ def octant_albedo(p: torch.Tensor) -> torch.Tensor:
 
 
 def extract(density_fn, threshold="auto", min_fraction=0.05, res=RES):
-    return extract_mesh(density_fn, 1.0, res, threshold, 4096, min_fraction)
+    """The raw isosurface (no occupancy clean-up: tests/test_export_quality.py covers that)."""
+    return extract_mesh(density_fn, 1.0, res, threshold, 4096, min_fraction, close_radius=0, smooth_sigma=0.0)
 
 
 # ---------------------------------------------------------------- atomic writes

@@ -19,6 +19,14 @@ def run(args, capsys=None):
     return code, err
 
 
+def assert_one_closed_component(glb):
+    """The exported asset is one watertight component (gen3d.quality.topology)."""
+    from gen3d.quality import load_asset, topology
+
+    t = topology(load_asset(glb)[0])
+    assert t["components"] == 1 and t["watertight"], t
+
+
 def test_dreamfusion_end_to_end(tiny_pipeline, tmp_path, capsys):
     out = tmp_path / "outputs"
     args = ["--config", "dreamfusion.yaml", "--prompt", "a red cube", "--model", str(tiny_pipeline),
@@ -33,6 +41,7 @@ def test_dreamfusion_end_to_end(tiny_pipeline, tmp_path, capsys):
         assert (run_dir / rel).is_file(), rel
     mesh = trimesh.load(run_dir / "export" / "model.obj", force="mesh")
     assert len(mesh.faces) > 0
+    assert_one_closed_component(run_dir / "export" / "model.glb")
     assert result["first_loss"] != pytest.approx(result["last_loss"])
     ckpt_keys = __import__("torch").load(run_dir / "ckpts" / "last.ckpt", weights_only=True)["state_dict"].keys()
     assert not any("unet" in k or "text_encoder" in k or "vae" in k for k in ckpt_keys)  # frozen prior not saved

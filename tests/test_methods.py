@@ -4,6 +4,7 @@ import torch
 
 import launch
 from gen3d.cli import run_from_args
+from tests.test_launch import assert_one_closed_component
 
 TINY = ["camera.height=32", "camera.width=32", "export.resolution=40", "export.texture_size=64",
         "turntable.n_views=2", "turntable.resolution=32", "mesh.resolution=40", "trainer.preview_every=0",
@@ -38,6 +39,7 @@ def test_prolificdreamer_three_stages_two_particles(prolific_run):
         for name in EXPORTS:
             assert (run_dir / "export" / f"particle-{i}" / name).is_file()
         assert (run_dir / "video" / f"turntable-{i}.mp4").is_file()
+        assert_one_closed_component(run_dir / "export" / f"particle-{i}" / "model.glb")
     # the VSD LoRA is checkpointed, the frozen UNet is not
     state = torch.load(run_dir / "ckpts" / "texture" / "last.ckpt", weights_only=True)["state_dict"]
     assert any(k.startswith("vsd_lora.") for k in state)
@@ -67,6 +69,7 @@ def test_magic3d_two_stages(tiny_pipeline, tmp_path):
     assert (run_dir / "ckpts" / "coarse" / "last.ckpt").is_file() and (run_dir / "ckpts" / "refine" / "last.ckpt").is_file()
     for name in EXPORTS:
         assert (run_dir / "export" / name).is_file()
+    assert_one_closed_component(run_dir / "export" / "model.glb")
     # export-only of a multi-stage run reloads the mesh stage
     assert launch.main(["--resume", str(run_dir), "--export-only"]) == 0
 

@@ -1,4 +1,4 @@
-"""Texture baking: rasterise the UV layout, query the albedo field, pad the seams.
+"""Texture baking: rasterise the UV layout, colour every texel's surface point, pad the seams.
 
 Texel ``(row, col)`` has its centre at ``u = (col + 0.5) / W``, ``v = 1 - (row + 0.5) / H``
 (v up, first row on top; see ``uv.py``).
@@ -6,10 +6,13 @@ Texel ``(row, col)`` has its centre at ``u = (col + 0.5) / W``, ``v = 1 - (row +
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from scipy import ndimage
 
-from .query import Device, FieldFn, query_field
+ColourFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+"""``(points [N,3], unit normals [N,3]) -> colours [N,3]`` in [0, 1]."""
 
 _MAX_CANDIDATES = 1 << 22  # (triangle, texel) pairs tested per vectorised batch
 
@@ -102,30 +105,34 @@ def pad_texture(image: np.ndarray, mask: np.ndarray, padding: int) -> np.ndarray
 
 def bake_albedo(
     vertices: np.ndarray,
+    normals: np.ndarray,
     faces: np.ndarray,
     uv: np.ndarray,
     faces_uv: np.ndarray,
-    albedo_fn: FieldFn,
+    colour_fn: ColourFn,
     size: int,
     padding: int,
-    chunk_size: int,
-    device: Device = None,
 ) -> tuple[np.ndarray, float]:
-    """Bake ``albedo_fn`` into a ``[size, size, 3]`` float32 texture in [0, 1].
+    """Bake ``colour_fn`` into a ``[size, size, 3]`` float32 texture in [0, 1].
 
     Args:
-        vertices: ``[V, 3]`` world positions; faces: ``[F, 3]`` into ``vertices``.
+        vertices: ``[V, 3]`` world positions; normals: ``[V, 3]`` unit vertex normals;
+        faces: ``[F, 3]`` into ``vertices``.
         uv: ``[T, 2]``; faces_uv: ``[F, 3]`` into ``uv`` (face i of both is the same triangle).
+        colour_fn: called once with every texel's surface point and interpolated unit normal.
     Returns:
         (texture, coverage) where coverage is the fraction of texels inside a triangle.
     """
     tri_id, bary = rasterize_uv(uv, faces_uv, size)
     mask = tri_id >= 0
-    corners = vertices[faces[tri_id[mask]]]  # [M, 3, 3]
-    points = np.einsum("mk,mkd->md", bary[mask].astype(np.float64), corners)
-    colors = np.clip(query_field(albedo_fn, points, chunk_size, device), 0.0, 1.0)
-    if colors.shape[1] != 3:
-        raise ValueError(f"albedo_fn must return [N,3], got [N,{colors.shape[1]}]")
+    weights = bary[mask].astype(np.float64)
+    corners = faces[tri_id[mask]]
+    points = np.einsum("mk,mkd->md", weights, vertices[corners])
+    point_normals = np.einsum("mk,mkd->md", weights, normals[corners])
+    point_normals /= np.maximum(np.linalg.norm(point_normals, axis=1, keepdims=True), 1e-12)
+    colors = np.clip(colour_fn(points, point_normals), 0.0, 1.0)
+    if colors.ndim != 2 or colors.shape[1] != 3:
+        raise ValueError(f"albedo_fn must return [N,3], got {list(colors.shape)}")
     image = np.zeros((size, size, 3), dtype=np.float32)
     image[mask] = colors
     return pad_texture(image, mask, padding).astype(np.float32), float(mask.mean())

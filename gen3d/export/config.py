@@ -5,6 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Union
 
+from gen3d.errors import UserError
+
+PLACEMENTS = ("center", "ground", "field")
+BAKE_MODES = ("ray", "surface")
+
 
 @dataclass
 class ExportConfig:
@@ -22,13 +27,40 @@ class ExportConfig:
     """Isosurface density level, or "auto" (Otsu split of the log-density histogram)."""
     chunk_size: int = 65536
     """Points per call of ``density_fn`` / ``albedo_fn``."""
-    min_component_fraction: float = 0.05
-    """Drop connected components with surface area below this fraction of the largest."""
+    min_component_fraction: float = 1.0
+    """Keep connected components with surface area >= this fraction of the largest's (1 = the largest only)."""
+    close_radius: int = 2
+    """Occupancy clean-up before marching cubes: tunnels narrower than about 2x this many voxels are
+    closed (morphological closing), cavities filled, only the largest region kept; 0 = off."""
+    smooth_sigma: float = 1.0
+    """Gaussian smoothing (voxels) of the cleaned signed field before marching cubes; 0 = off."""
+    smooth_iterations: int = 10
+    """Taubin smoothing passes on the extracted surface; 0 = off."""
+    target_faces: int = 6000
+    """Quadric decimation to about this many faces before UV unwrapping; 0 = keep all."""
+    uv_attempts: int = 3
+    """xatlas option sets tried (``uv.UV_CANDIDATES``); the layout covering most texture is kept."""
     texture_size: int = 512
     """Width and height of the square albedo texture in texels."""
     padding: int = 4
     """Texels between UV charts and width of the seam dilation around them."""
+    bake: str = "ray"
+    """"ray": albedo composited along a short ray through the surface with the renderer's weights
+    (fields with a density); "surface": the albedo at the surface point (always used for meshes)."""
+    bake_depth: float = 0.05
+    """Ray bake: the ray runs from this far outside the surface to this far inside (world units)."""
+    bake_samples: int = 16
+    """Ray bake: samples per ray."""
+    placement: str = "center"
+    """Where the written mesh sits: "center" (bounding-box centre at the origin), "ground" (centred in
+    x and z, lowest point at y = 0, for scene assembly), "field" (the training frame, unchanged)."""
     write_obj: bool = True
     """Write ``<name>.obj`` + ``<name>.mtl`` (+ the shared ``<name>.png``)."""
     write_glb: bool = True
     """Write ``<name>.glb`` with the texture embedded."""
+
+    def __post_init__(self) -> None:
+        if self.placement not in PLACEMENTS:
+            raise UserError(f"export.placement must be one of {', '.join(PLACEMENTS)} (got {self.placement!r})")
+        if self.bake not in BAKE_MODES:
+            raise UserError(f"export.bake must be one of {', '.join(BAKE_MODES)} (got {self.bake!r})")

@@ -14,6 +14,7 @@ import mcubes
 import numpy as np
 import trimesh
 
+from .grid_clean import signed_field
 from .query import Device, FieldFn, query_field
 
 
@@ -150,11 +151,21 @@ def extract_mesh(
     chunk_size: int,
     min_component_fraction: float,
     device: Device = None,
+    close_radius: int = 2,
+    smooth_sigma: float = 1.0,
 ) -> tuple[trimesh.Trimesh, float]:
-    """Field -> cleaned isosurface mesh; returns ``(mesh, level_used)``."""
+    """Field -> cleaned isosurface mesh; returns ``(mesh, level_used)``.
+
+    With ``close_radius`` or ``smooth_sigma`` > 0 the occupancy is cleaned first
+    (``grid_clean.signed_field``: largest region, cavities filled, narrow tunnels closed, smoothed);
+    with both 0 the isosurface of the raw grid is taken.
+    """
     density = sample_density_grid(density_fn, resolution, radius, chunk_size, device)
     level = resolve_threshold(density, threshold)
-    mesh = marching_cubes(density, level, radius)
+    if close_radius > 0 or smooth_sigma > 0:
+        mesh = marching_cubes(signed_field(density, level, close_radius, smooth_sigma), 0.0, radius)
+    else:
+        mesh = marching_cubes(density, level, radius)
     mesh = remove_floaters(mesh, min_component_fraction)
     if len(mesh.faces) == 0:
         raise ValueError(f"isosurface at level {level:g} has no faces")

@@ -57,33 +57,57 @@ def collapse_slivers(mesh: trimesh.Trimesh, rel_area: float = 1e-5) -> trimesh.T
     return out
 
 
-def unwrap_uv(vertices: np.ndarray, faces: np.ndarray, texture_size: int, padding: int) -> UVLayout:
+# xatlas option sets tried in turn (chart growth limit, chart-growing iterations, brute-force packing);
+# the layout with the most texture covered wins. Measured on exported NeRF and sphere meshes of about
+# 6000 faces: each gives 7-35 charts and 0.42-0.60 coverage, and which one is best varies by mesh.
+UV_CANDIDATES = ((2.0, 1, False), (2.0, 4, True), (8.0, 1, True))
+
+
+def uv_coverage(uv: np.ndarray, faces_uv: np.ndarray) -> float:
+    """Share of the unit UV square covered by the (non-overlapping) triangles."""
+    d1, d2 = uv[faces_uv[:, 1]] - uv[faces_uv[:, 0]], uv[faces_uv[:, 2]] - uv[faces_uv[:, 0]]
+    return float(0.5 * np.abs(d1[:, 0] * d2[:, 1] - d1[:, 1] * d2[:, 0]).sum())
+
+
+def _xatlas(vertices: np.ndarray, faces: np.ndarray, texture_size: int, padding: int,
+            max_cost: float, iterations: int, brute_force: bool):
+    atlas = xatlas.Atlas()
+    atlas.add_mesh(vertices, faces)
+    pack = xatlas.PackOptions()
+    pack.resolution = int(texture_size)
+    pack.padding = int(padding)
+    pack.bilinear = True
+    pack.bruteForce = bool(brute_force)
+    charts = xatlas.ChartOptions()
+    charts.max_cost = float(max_cost)
+    charts.max_iterations = int(iterations)
+    atlas.generate(charts, pack)
+    if atlas.atlas_count != 1:
+        raise RuntimeError(f"xatlas packed the mesh into {atlas.atlas_count} atlases, expected 1")
+    return atlas[0]
+
+
+def unwrap_uv(vertices: np.ndarray, faces: np.ndarray, texture_size: int, padding: int,
+              attempts: int = len(UV_CANDIDATES)) -> UVLayout:
     """Cut and pack ``vertices [V,3]``, ``faces [F,3]`` into one square atlas.
 
     xatlas picks the chart scale itself (``texture_size`` is a hint: its atlas typically
     comes out 0-40% larger and the normalised UVs are then baked at ``texture_size``), so the
     ``padding`` texel gutter between charts shrinks by that factor; it stays >= 2 texels for
     ``padding >= 3``, enough for bilinear lookups with the seam dilation of
-    ``bake.pad_texture``. Faces far below the median area must be collapsed first
-    (``collapse_slivers``), otherwise this raises.
+    ``bake.pad_texture``. The first ``attempts`` option sets of ``UV_CANDIDATES`` are tried and
+    the layout covering most of the texture is kept. Faces far below the median area must be
+    collapsed first (``collapse_slivers``), otherwise this raises.
     """
     # xatlas drops faces below an absolute area epsilon: work at unit median face area.
     edges = vertices[faces[:, 1:]] - vertices[faces[:, :1]]
     median_area = np.median(0.5 * np.linalg.norm(np.cross(edges[:, 0], edges[:, 1]), axis=-1))
     scale = 1.0 / np.sqrt(max(median_area, 1e-30))
-    atlas = xatlas.Atlas()
-    atlas.add_mesh(
-        np.ascontiguousarray((vertices - vertices.mean(0)) * scale, dtype=np.float32),
-        np.ascontiguousarray(faces, dtype=np.uint32),
-    )
-    pack = xatlas.PackOptions()
-    pack.resolution = int(texture_size)
-    pack.padding = int(padding)
-    pack.bilinear = True
-    atlas.generate(xatlas.ChartOptions(), pack)
-    if atlas.atlas_count != 1:
-        raise RuntimeError(f"xatlas packed the mesh into {atlas.atlas_count} atlases, expected 1")
-    vmapping, faces_uv, uv = atlas[0]
+    verts = np.ascontiguousarray((vertices - vertices.mean(0)) * scale, dtype=np.float32)
+    tris = np.ascontiguousarray(faces, dtype=np.uint32)
+    layouts = [_xatlas(verts, tris, texture_size, padding, *options)
+               for options in UV_CANDIDATES[:max(1, int(attempts))]]
+    vmapping, faces_uv, uv = max(layouts, key=lambda layout: uv_coverage(layout[2], layout[1]))
     d1, d2 = uv[faces_uv[:, 1]] - uv[faces_uv[:, 0]], uv[faces_uv[:, 2]] - uv[faces_uv[:, 0]]
     uv_area = d1[:, 0] * d2[:, 1] - d1[:, 1] * d2[:, 0]
     if (uv_area == 0).any():

@@ -1,0 +1,75 @@
+"""Texture and UV figures of a textured mesh: albedo read through the UVs at area-uniform samples.
+
+Purity: the share of samples whose chromaticity ``rgb / (r + g + b)`` is more than
+``CHROMA_TOL`` (Euclidean) from the median's, or whose brightness ``(r + g + b) / 3`` is below
+``DARK`` or above ``BRIGHT`` times the median brightness. Colour distances are CIE76 Delta E in
+CIELAB (the colours taken as sRGB).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import trimesh
+from kornia.color import rgb_to_lab
+from scipy import sparse
+
+from .primitives import surface_samples
+
+CHROMA_TOL, DARK, BRIGHT = 0.08, 0.5, 1.6
+
+
+def sample_texture(image: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """Bilinear lookup of ``image [H,W,C]`` (first row = top, values in [0,1]) at ``uv [N,2]`` (v up)."""
+    h, w = image.shape[:2]
+    x = np.clip(uv[:, 0] * w - 0.5, 0, w - 1)
+    y = np.clip((1.0 - uv[:, 1]) * h - 0.5, 0, h - 1)
+    x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
+    x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
+    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+    top = image[y0, x0] * (1 - fx) + image[y0, x1] * fx
+    bottom = image[y1, x0] * (1 - fx) + image[y1, x1] * fx
+    return top * (1 - fy) + bottom * fy
+
+
+def surface_albedo(mesh: trimesh.Trimesh, image: np.ndarray, uv: np.ndarray, n: int = 20000,
+                   seed: int = 0) -> np.ndarray:
+    """Albedo ``[n, 3]`` in [0,1] at ``n`` area-uniform points, read through the per-vertex ``uv``."""
+    _, face, bary = surface_samples(mesh, n, seed)
+    point_uv = np.einsum("nk,nkd->nd", bary, uv[mesh.faces[face]])
+    return sample_texture(image, point_uv)
+
+
+def texture_purity(albedo: np.ndarray) -> dict:
+    """Share of stray samples (see the module docstring) and the median colour of ``albedo [N,3]``."""
+    albedo = np.asarray(albedo, dtype=np.float64)
+    total = albedo.sum(axis=1)
+    chroma = albedo / np.maximum(total, 1e-3)[:, None]
+    median = np.median(albedo, axis=0)
+    med_chroma = median / max(median.sum(), 1e-3)
+    med_bright = max(median.sum(), 1e-6)
+    off_chroma = np.linalg.norm(chroma - med_chroma, axis=1) > CHROMA_TOL
+    off_bright = (total < DARK * med_bright) | (total > BRIGHT * med_bright)
+    stray = off_chroma | off_bright
+    return {"stray_fraction": float(stray.mean()), "chroma_fraction": float(off_chroma.mean()),
+            "brightness_fraction": float(off_bright.mean()), "median_albedo": median.tolist()}
+
+
+def colour_distance(a, b) -> float:
+    """CIE76 Delta E between two sRGB colours in [0, 1] (2.3 is just noticeable; > 10 reads as another shade)."""
+    rgb = torch.tensor(np.clip([a, b], 0.0, 1.0), dtype=torch.float32).reshape(2, 3, 1, 1)
+    lab = rgb_to_lab(rgb).reshape(2, 3)
+    return float((lab[0] - lab[1]).norm())
+
+
+def uv_layout(faces: np.ndarray, uv: np.ndarray) -> dict:
+    """UV charts (faces connected through shared UV vertices) and coverage (UV area, no overlaps assumed)."""
+    n = len(uv)
+    rows = np.concatenate([faces[:, 0], faces[:, 1]])
+    cols = np.concatenate([faces[:, 1], faces[:, 2]])
+    graph = sparse.coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
+    _, label = sparse.csgraph.connected_components(graph, directed=False)
+    charts = len(np.unique(label[faces[:, 0]]))
+    d1, d2 = uv[faces[:, 1]] - uv[faces[:, 0]], uv[faces[:, 2]] - uv[faces[:, 0]]
+    area = 0.5 * np.abs(d1[:, 0] * d2[:, 1] - d1[:, 1] * d2[:, 0]).sum()
+    return {"charts": int(charts), "coverage": float(min(area, 1.0))}
