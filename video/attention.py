@@ -24,6 +24,7 @@ self-attention injection (into the conditional branch only), on the frame-aware 
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import torch
@@ -47,11 +48,36 @@ def frame_sources(mode: str, n_frames: int, key_frame: int = 0) -> list[list[int
 
 
 class PassThroughProcessor(AttnProcessor2_0):
-    """diffusers' scaled-dot-product processor that accepts (and ignores) `n_frames`."""
+    """diffusers' scaled-dot-product processor that accepts (and ignores) `n_frames`.
+
+    While `store` is set (`capture_cross_attention`), a cross-attention call also hands its attention
+    probabilities softmax(q k^T / sqrt(d)), averaged over heads ([B*F, N, L]), to `store(probs)`."""
+
+    store = None
 
     def __call__(self, attn: Attention, hidden_states, encoder_hidden_states=None, attention_mask=None,
                  temb=None, n_frames: int | None = None, source_group: int = 0):
+        if self.store is not None and encoder_hidden_states is not None and hidden_states.ndim == 3:
+            ctx = attn.norm_encoder_hidden_states(encoder_hidden_states) if attn.norm_cross else encoder_hidden_states
+            q = rearrange(attn.to_q(hidden_states), "b n (h d) -> b h n d", h=attn.heads)
+            k = rearrange(attn.to_k(ctx), "b l (h d) -> b h l d", h=attn.heads)
+            self.store((q @ k.transpose(-1, -2) * attn.scale).softmax(-1).mean(1).float())
         return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+
+
+@contextlib.contextmanager
+def capture_cross_attention(model: nn.Module, store, within: str = ""):
+    """Within the block, every cross-attention (attn2) of `model` whose name contains `within` calls
+    store(probs [B*F, N, L])."""
+    procs = [m.processor for name, m in model.named_modules() if name.endswith("attn2") and within in name
+             and isinstance(getattr(m, "processor", None), PassThroughProcessor)]
+    for p in procs:
+        p.store = store
+    try:
+        yield
+    finally:
+        for p in procs:
+            p.store = None
 
 
 class FrameAttnProcessor:

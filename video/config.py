@@ -42,6 +42,26 @@ class SamplingConfig:
     # fraction of the sampling steps (the first, noisiest ones) in which the edit reuses the spatial
     # self-attention weights of a source branch denoised alongside it (needs invert); 0: off, as in the papers
     source_attention: float = 0.0
+    # CFG's unconditional prompt is the source caption (negative-prompt inversion, Miyake et al. 2023):
+    # guidance pushes from the source towards the edit, and an edit equal to the source is not guided away
+    negative_prompt_inversion: bool = True
+    # the source branch follows the inversion's stored latents and the edit gets the inversion's per-step
+    # error as well (an edit equal to the source caption returns the source latents exactly)
+    exact_inversion: bool = True
+    # the result is the source frames plus the change the edit makes to the decoded frames (inside the
+    # local-edit mask): the VAE's own error on the source stays out (needs invert)
+    pixel_residual: bool = True
+
+
+@dataclass
+class LocalEditConfig:
+    """Local editing: outside the region of the words that differ, the edit keeps the source's latents."""
+
+    enabled: bool = True  # false: the whole frame follows the edit prompt
+    threshold: float = 0.6  # a latent cell may change where a word's min-max normalised attention exceeds this
+    dilate: int = 0  # latent cells added around the region (max-pool radius)
+    layers: str = "up_blocks"  # the cross-attention layers read (name substring; their finest resolution)
+    max_cover: float = 0.5  # a word whose region exceeds this share of the frame names no place: left out
 
 
 @dataclass
@@ -73,6 +93,7 @@ class VideoEditConfig:
     depth_model: Optional[str] = None  # transformers depth-estimation model folder (for control "depth")
     canny_low: float = 0.1  # kornia canny thresholds (on [0,1] gradient magnitudes)
     canny_high: float = 0.2
+    mask: Optional[str] = None  # the user's region to edit (video / folder, white = edit): replaces local's
     seed: int = 33
     output: str = "outputs"
     device: str = "auto"  # auto | cpu | cuda (also the Lightning accelerator)
@@ -80,4 +101,5 @@ class VideoEditConfig:
     trainer: VideoTrainerConfig = field(default_factory=VideoTrainerConfig)
     inflation: InflationConfig = field(default_factory=InflationConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    local: LocalEditConfig = field(default_factory=LocalEditConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)

@@ -12,6 +12,7 @@ weights the edit reuses during the first steps (`video.attention`, source attent
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import torch
@@ -45,17 +46,23 @@ def _scheduler(scheduler_cls, prior, steps: int, device):
 
 
 @torch.no_grad()
-def _denoise_loop(scheduler_cls, eps: EpsFn, latents: torch.Tensor, prior, steps: int) -> torch.Tensor:
+def _denoise_loop(scheduler_cls, eps: EpsFn, latents: torch.Tensor, prior, steps: int,
+                  trajectory: list | None = None) -> torch.Tensor:
     sched = _scheduler(scheduler_cls, prior, steps, latents.device)
     x = latents.float()
     for t in sched.timesteps:
+        if trajectory is not None:
+            trajectory.append(x)
         x = sched.step(eps(x, t), t, x).prev_sample
+    if trajectory is not None:
+        trajectory.append(x)
     return x
 
 
-def ddim_invert(eps: EpsFn, latents: torch.Tensor, prior, steps: int) -> torch.Tensor:
-    """Clean latents [F,C,h,w] -> noisy latents at the last of `steps` DDIM timesteps."""
-    return _denoise_loop(DDIMInverseScheduler, eps, latents, prior, steps)
+def ddim_invert(eps: EpsFn, latents: torch.Tensor, prior, steps: int, trajectory: list | None = None) -> torch.Tensor:
+    """Clean latents [F,C,h,w] -> noisy latents at the last of `steps` DDIM timesteps. trajectory: a list that
+    receives the latents before every step and the result (steps + 1 entries, clean first)."""
+    return _denoise_loop(DDIMInverseScheduler, eps, latents, prior, steps, trajectory)
 
 
 def ddim_sample(eps: EpsFn, latents: torch.Tensor, prior, steps: int) -> torch.Tensor:
@@ -65,30 +72,53 @@ def ddim_sample(eps: EpsFn, latents: torch.Tensor, prior, steps: int) -> torch.T
 
 @torch.no_grad()
 def ddim_edit(prior, model: torch.nn.Module, latents: torch.Tensor, source: torch.Tensor, cond: torch.Tensor,
-              uncond: torch.Tensor, guidance_scale: float, steps: int, source_attention: float) -> torch.Tensor:
-    """DDIM sampling of one edit from inverted latents [F,C,h,w] with source attention.
+              uncond: torch.Tensor, guidance_scale: float, steps: int, source_attention: float,
+              trajectory: list | None = None, correct: bool = False, blend=None) -> torch.Tensor:
+    """DDIM sampling of one edit from inverted latents [F,C,h,w] with a source branch.
 
-    source / cond / uncond: text embeddings [1,L,D] of the source caption, the edit prompt and the negative
-    prompt. For the first round(source_attention * steps) steps the UNet runs on three videos at once,
-    [source branch, edit (cond), edit (uncond)], the source branch being denoised with the source caption
-    and no CFG from the same latents, and the conditional edit uses its spatial self-attention weights
-    (the unconditional one keeps its own, as in Prompt-to-Prompt); the remaining steps are plain CFG
-    sampling (as `ddim_sample`). source_attention 0 equals `ddim_sample`.
+    source / cond / uncond: text embeddings [1,L,D] of the source caption, the edit prompt and the
+    unconditional prompt of CFG (negative-prompt inversion passes the source caption here). The UNet runs
+    on three videos at once, [source branch, edit (cond), edit (uncond)], the source branch being denoised
+    with the source caption and no CFG from the same latents. For the first round(source_attention * steps)
+    steps the conditional edit uses the source branch's spatial self-attention weights (the unconditional
+    one keeps its own, as in Prompt-to-Prompt).
+
+    trajectory: the inversion's latents (`ddim_invert(..., trajectory=...)`, clean first); the source branch
+    then follows it exactly, and correct=True adds the inversion's per-step error (the inversion's next
+    latents minus the source branch's DDIM step) to the edit as well: an edit equal to the source caption
+    then returns the source latents exactly. blend (`video.blend`): after every step the edit's latents
+    outside blend.mask() are replaced by the source's (the trajectory, else the source branch).
+    Without source attention, trajectory and blend, this is plain CFG sampling (`ddim_sample`).
     """
     sched = _scheduler(DDIMScheduler, prior, steps, latents.device)
-    n_shared = round(source_attention * len(sched.timesteps))
+    n = len(sched.timesteps)
+    n_shared = round(source_attention * n)
+    if trajectory is not None and len(trajectory) != n + 1:
+        raise ValueError(f"the trajectory has {len(trajectory)} latents, {n + 1} needed for {n} steps")
+    branches = n_shared > 0 or trajectory is not None or blend is not None
     f = latents.shape[0]
     x_src = x = latents.float()
     plain = make_eps(prior, model, cond, uncond, guidance_scale)
+    emb = torch.cat([source, cond, uncond]).repeat_interleave(f, dim=0)
     for i, t in enumerate(sched.timesteps):
-        if i < n_shared:
-            emb = torch.cat([source, cond, uncond]).repeat_interleave(f, dim=0)
-            batch = torch.cat([x_src, x, x])
-            kw = {"cross_attention_kwargs": {"n_frames": f, "source_group": 2}}
-            e_src, e_c, e_u = prior.unet_eps(batch, t.reshape(1).expand(3 * f), emb, unet=model, **kw).float().chunk(3)
-            x_src = sched.step(e_src, t, x_src).prev_sample  # DDIMScheduler.step keeps no state: two chains are fine
-            eps = cfg_combine(e_u, e_c, guidance_scale)
-        else:
-            eps = plain(x, t)
-        x = sched.step(eps, t, x).prev_sample
+        if not branches:
+            x = sched.step(plain(x, t), t, x).prev_sample
+            continue
+        if trajectory is not None:
+            x_src = trajectory[n - i].float()
+        kw = {"cross_attention_kwargs": {"n_frames": f, "source_group": 2 if i < n_shared else 0}}
+        with blend.capture(model) if blend is not None else contextlib.nullcontext():
+            out = prior.unet_eps(torch.cat([x_src, x, x]), t.reshape(1).expand(3 * f), emb, unet=model, **kw)
+        e_src, e_c, e_u = out.float().chunk(3)
+        src_next = sched.step(e_src, t, x_src).prev_sample  # DDIMScheduler.step keeps no state: two chains are fine
+        x = sched.step(cfg_combine(e_u, e_c, guidance_scale), t, x).prev_sample
+        reference = src_next
+        if trajectory is not None:
+            reference = trajectory[n - i - 1].float()
+            if correct:
+                x = x + (reference - src_next)
+        if blend is not None:
+            m = blend.mask().to(x)
+            x = m * x + (1 - m) * reference
+        x_src = src_next
     return x

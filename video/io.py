@@ -20,11 +20,13 @@ DEFAULT_FPS = 8.0
 
 @dataclass
 class Clip:
-    """frames [F,3,S,S] float in [0,1]; fps of the source; indices of the frames used."""
+    """frames [F,3,S,S] float in [0,1]; fps of the source; indices of the frames used; the source's
+    frame size (height, width) before cropping."""
 
     frames: torch.Tensor
     fps: float
     indices: list[int]
+    source_size: tuple[int, int] = (0, 0)
 
 
 def _wanted(total: int | None, frames: int, stride: int, start: int, path: Path) -> list[int]:
@@ -73,29 +75,63 @@ def _read_folder(path: Path, frames: int, stride: int, start: int) -> tuple[list
     return arrays, 0.0, idx
 
 
-def _read_file(path: Path, frames: int, stride: int, start: int) -> tuple[list[np.ndarray], float, list[int]]:
+def _iter_file(path: Path, idx: list[int] | None, label: str = "video") -> tuple[list[np.ndarray], int, dict]:
+    """The frames idx (all when None) of an mp4 / gif, the number of frames read, and its metadata."""
     import imageio.v3 as iio
 
     if path.stat().st_size == 0:
-        raise UserError(f"video '{path}' is empty (0 bytes)")
-    idx = _wanted(None, frames, stride, start, path)
-    wanted, arrays, total = set(idx), [], 0
+        raise UserError(f"{label} '{path}' is empty (0 bytes)")
+    arrays, total, wanted = [], 0, None if idx is None else set(idx)
     try:
         meta = iio.immeta(path, exclude_applied=False) if path.suffix.lower() != ".gif" else iio.immeta(path, index=0)
         for i, frame in enumerate(iio.imiter(path)):
             total = i + 1
-            if i in wanted:
+            if wanted is None or i in wanted:
                 arrays.append(np.asarray(frame))
-            if i >= idx[-1]:
+            if idx is not None and i >= idx[-1]:
                 break
     except Exception as err:
-        raise UserError(f"cannot read video '{path}' (corrupt or unsupported format): "
+        raise UserError(f"cannot read {label} '{path}' (corrupt or unsupported format): "
                         f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+    return arrays, total, meta
+
+
+def _read_file(path: Path, frames: int, stride: int, start: int) -> tuple[list[np.ndarray], float, list[int]]:
+    idx = _wanted(None, frames, stride, start, path)
+    arrays, total, meta = _iter_file(path, idx)
     _wanted(total, frames, stride, start, path)  # too short: a clear message
     fps = float(meta.get("fps") or 0.0)
     if not fps and meta.get("duration"):
         fps = 1000.0 / float(meta["duration"])  # gif: milliseconds per frame
     return arrays, fps, idx
+
+
+def read_all_frames(path: str | Path, label: str = "mask") -> list[np.ndarray]:
+    """Every frame of an mp4 / gif / image folder as uint8 arrays (for masks); UserError when unreadable."""
+    import imageio.v3 as iio
+
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise UserError(f"{label} '{path}' does not exist")
+    if not path.is_dir():
+        return _iter_file(path, None, label)[0]
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise UserError(f"{label} folder '{path}' holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    try:
+        return [np.asarray(iio.imread(f)) for f in files]
+    except Exception:
+        raise UserError(f"cannot read the images of {label} folder '{path}' (corrupt or not an image)") from None
+
+
+def crop_resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    """[F,C,H,W] -> [F,C,size,size]: centre-crop to a square, resize (bilinear, antialiased)."""
+    h, w = x.shape[-2:]
+    s = min(h, w)
+    x = x[..., (h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+    if s != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return x
 
 
 def read_video(path: str | Path, frames: int, stride: int = 1, start: int = 0, size: int = 64,
@@ -112,9 +148,5 @@ def read_video(path: str | Path, frames: int, stride: int = 1, start: int = 0, s
         arrays, src_fps, idx = _read_file(path, frames, stride, start)
     _check_sizes(arrays, path)
     x = _to_tensor(arrays)
-    h, w = x.shape[-2:]
-    s = min(h, w)
-    x = x[..., (h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
-    if s != size:
-        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return Clip(frames=x.clamp(0, 1), fps=src_fps or fps or DEFAULT_FPS, indices=idx)
+    return Clip(frames=crop_resize(x, size).clamp(0, 1), fps=src_fps or fps or DEFAULT_FPS, indices=idx,
+                source_size=tuple(x.shape[-2:]))

@@ -24,6 +24,7 @@ from gen3d.utils.atomic import write_text_atomic
 from gen3d.utils.device import resolve_accelerator
 from gen3d.utils.distributed import global_rank
 from gen3d.utils.media import save_image, write_video
+from video.blend import compose, make_blend, pixel_mask, read_mask
 from video.config import VideoEditConfig
 from video.control import ControlledUNet, control_maps, load_controlnets, parse_controls, resolve_controlnets
 from video.ddim import ddim_edit, ddim_invert, make_eps
@@ -61,7 +62,11 @@ def validate(cfg: VideoEditConfig) -> None:
     if cfg.sampling.source_attention > 0 and not cfg.sampling.invert:
         raise UserError("sampling.source_attention needs the inverted source latents: set sampling.invert=true "
                         "or sampling.source_attention=0")
-    read_video(cfg.video, cfg.frames, cfg.stride, cfg.start, cfg.size or 64, cfg.fps)
+    if cfg.mask and not cfg.sampling.invert:
+        raise UserError("--mask keeps the source outside the mask: it needs sampling.invert=true")
+    clip = read_video(cfg.video, cfg.frames, cfg.stride, cfg.start, cfg.size or 64, cfg.fps)
+    if cfg.mask:
+        read_mask(cfg.mask, clip.indices, clip.source_size, 8)
     resolve_model(cfg.model)
     kinds = [k for k, _ in controls]
     resolve_controlnets(cfg.controlnet, kinds, _is_builtin(cfg.model))
@@ -151,6 +156,7 @@ def run_video(cfg: VideoEditConfig, run_dir: Path, resume: Path | None = None, e
     clip = read_video(cfg.video, cfg.frames, cfg.stride, cfg.start, size, cfg.fps)
     frames = clip.frames.to(device)
     latents = encode_frames(prior, frames)
+    user_mask = read_mask(cfg.mask, clip.indices, clip.source_size, size) if cfg.mask else None
     prompts = [model_prompt(prior, p) for p in [cfg.prompt, *cfg.edit, cfg.sampling.negative_prompt]]
     emb = cached_text_embeddings(prior, prompts, cfg.cache_dir)  # [2 + n_edits, L, D]
     src_emb, edit_embs, neg_emb = emb[:1], emb[1:-1], emb[-1:]
@@ -174,8 +180,10 @@ def run_video(cfg: VideoEditConfig, run_dir: Path, resume: Path | None = None, e
     model = tuner.model.to(device).eval()
     s = cfg.sampling
     with _autocast(cfg, device):
+        trajectory = [] if s.invert and s.exact_inversion else None
         if s.invert:
-            x_t = ddim_invert(make_eps(prior, model, src_emb), latents, prior, s.inversion_steps)
+            x_t = ddim_invert(make_eps(prior, model, src_emb), latents, prior, s.inversion_steps, trajectory)
+            decoded_source = prior.decode_latents(latents).float().cpu()
         judge = Judge(cfg.metrics.clip_model, cfg.metrics.classifier, prior)
         metrics = {"source": judge.report(frames.cpu(), cfg.prompt), "edits": []}
         write_video(run_dir / "source.mp4", frames.permute(0, 2, 3, 1).cpu(), fps=clip.fps)
@@ -183,11 +191,20 @@ def run_video(cfg: VideoEditConfig, run_dir: Path, resume: Path | None = None, e
             if not s.invert:
                 g = torch.Generator().manual_seed(cfg.seed + i)
                 x_t = torch.randn(latents.shape, generator=g).to(device)
-            # source_attention 0: plain CFG sampling (ddim_edit then equals ddim_sample)
-            out = ddim_edit(prior, model, x_t, src_emb, e[None], neg_emb, s.guidance_scale, s.steps, s.source_attention)
+            blend = make_blend(cfg, prior.tokenizer, prompts[0], prompts[1 + i], len(frames), latents.shape[-1], user_mask)
+            uncond = src_emb if s.invert and s.negative_prompt_inversion else neg_emb
+            # no source attention, trajectory or blend: plain CFG sampling (ddim_edit then equals ddim_sample)
+            out = ddim_edit(prior, model, x_t, src_emb, e[None], uncond, s.guidance_scale, s.steps, s.source_attention,
+                            trajectory, trajectory is not None, blend)
             with torch.no_grad():
                 edited = prior.decode_latents(out.to(prior.dtype)).float().cpu()
+            mask = pixel_mask(blend, size) if blend is not None else None
+            if s.invert and s.pixel_residual:
+                edited = compose(frames.cpu(), decoded_source, edited, mask)
             paths = write_edit(run_dir, i, frames.cpu(), edited, clip.fps)
+            if mask is not None:
+                m = (mask > 0.5).float().permute(0, 2, 3, 1).expand(-1, -1, -1, 3)
+                paths["mask"] = str(write_video(run_dir / f"mask-{i}.mp4", m, fps=clip.fps))
             metrics["edits"].append({**judge.report(edited, text, (frames.cpu(), metrics["source"])), "files": paths})
             result["edits"].append(paths)
     metrics.update(fps=clip.fps, frames=clip.indices, size=size, first_loss=tuner.first_loss,

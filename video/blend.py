@@ -1,0 +1,165 @@
+"""Local editing: the region an edit may change, and the blend of the edit with the source outside it.
+
+`differing_tokens(tokenizer, source, edit)` finds the token positions of the words that differ between
+the source caption and the edit prompt (difflib on the token ids). During sampling the UNet runs on
+[source branch, edit (cond), edit (uncond)]; `AttentionBlend` captures the cross-attention maps
+(`video.attention.capture_cross_attention`) of the decoder's finest cross-attention layers and keeps
+their running mean over the steps (Prompt-to-Prompt's local blend, FateZero's attention blending). Its
+mask is the union of the source branch's maps at the source's differing words (where the old object is)
+and the edit branch's maps at the edit's differing words (where the new one goes): each map min-max
+normalised per frame and thresholded, the union dilated by `dilate` latent cells. `FixedMask` holds a
+user's mask instead. `video.ddim.ddim_edit` replaces the edit's latents outside the mask by the source's
+after every step, and `compose` adds only the decoded change inside the mask to the source frames, so
+what the edit does not name stays as it was.
+"""
+from __future__ import annotations
+
+import contextlib
+import difflib
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+from gen3d.errors import UserError
+from video.attention import capture_cross_attention
+
+
+def token_ids(tokenizer, text: str) -> list[int]:
+    """The tokens of `text` as the text encoder sees them (BOS ... EOS, truncated, not padded)."""
+    return tokenizer(text, truncation=True, max_length=tokenizer.model_max_length).input_ids
+
+
+def differing_tokens(tokenizer, source: str, edit: str) -> tuple[list[int], list[int]]:
+    """(positions in the source's tokens, positions in the edit's tokens) of the words that differ."""
+    a, b = token_ids(tokenizer, source), token_ids(tokenizer, edit)
+    src, dst = [], []
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
+        if tag != "equal":
+            src.extend(range(i1, i2))
+            dst.extend(range(j1, j2))
+    return src, dst
+
+
+def _dilate(m: torch.Tensor, cells: int) -> torch.Tensor:
+    return F.max_pool2d(m, 2 * cells + 1, stride=1, padding=cells) if cells > 0 else m
+
+
+class AttentionBlend:
+    """The local-edit region from cross-attention (module docstring); masks [F,1,h,w] in {0, 1}.
+
+    Only the cross-attention layers whose names contain `layers` are read, and of those the ones at the
+    finest resolution (on the builtin prior: the two of up_blocks.1, 8x8; the coarser and the encoder's
+    maps do not find the object). A word's map is its running mean over the steps, min-max normalised per
+    frame; a map whose region covers more than `max_cover` of the frame names no place (the source
+    caption's colour word on the builtin prior attends to the background) and is left out."""
+
+    def __init__(self, source_tokens: list[int], edit_tokens: list[int], n_frames: int, size: int,
+                 threshold: float = 0.6, dilate: int = 0, layers: str = "up_blocks", max_cover: float = 0.5):
+        self.source_tokens, self.edit_tokens = list(source_tokens), list(edit_tokens)
+        self.f, self.size, self.threshold, self.dilate = n_frames, size, threshold, dilate
+        self.layers, self.max_cover = layers, max_cover
+        self.sum: torch.Tensor | None = None
+        self.calls, self.tokens = 0, 0
+
+    def __call__(self, probs: torch.Tensor) -> None:
+        """One cross-attention call's probabilities [B*F, N, L] (N = h*w tokens of its resolution)."""
+        if probs.shape[1] < self.tokens:
+            return
+        if probs.shape[1] > self.tokens:  # a finer resolution: start over with it
+            self.sum, self.calls, self.tokens = None, 0, probs.shape[1]
+        side = int(round(math.sqrt(probs.shape[1])))
+        m = rearrange(probs[: 2 * self.f], "b (h w) l -> b l h w", h=side)  # source and edit (cond) videos
+        m = F.interpolate(m, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        self.sum = m if self.sum is None else self.sum + m
+        self.calls += 1
+
+    def capture(self, model: torch.nn.Module):
+        return capture_cross_attention(getattr(model, "unet", model), self, self.layers)
+
+    def word_maps(self) -> list[torch.Tensor]:
+        """The normalised maps [F,1,h,w] in [0,1] of the source's and the edit's differing words that
+        name a place (cover at most max_cover of the frame)."""
+        out = []
+        if self.sum is None:
+            return out
+        mean = self.sum / self.calls
+        for video, tokens in ((0, self.source_tokens), (1, self.edit_tokens)):
+            for tok in tokens:
+                m = mean[video * self.f:(video + 1) * self.f, tok:tok + 1]
+                lo, hi = m.amin(dim=(2, 3), keepdim=True), m.amax(dim=(2, 3), keepdim=True)
+                m = (m - lo) / (hi - lo).clamp(min=1e-8)
+                if float((m > self.threshold).float().mean()) <= self.max_cover:
+                    out.append(m)
+        return out
+
+    def mask(self) -> torch.Tensor:
+        maps = self.word_maps()
+        if not maps:
+            return torch.zeros(self.f, 1, self.size, self.size)
+        return _dilate((torch.stack(maps).amax(0) > self.threshold).float(), self.dilate)
+
+
+class FixedMask:
+    """A given mask [F,1,H,W] (user's, any resolution): covered latent cells (max-pooled) may change."""
+
+    def __init__(self, mask: torch.Tensor, size: int):
+        m = mask.float()
+        self.m = F.adaptive_max_pool2d(m, size) if m.shape[-1] >= size else F.interpolate(m, size=(size, size))
+
+    def capture(self, model: torch.nn.Module):
+        return contextlib.nullcontext()
+
+    def mask(self) -> torch.Tensor:
+        return (self.m > 0.5).float()
+
+
+def read_mask(path: str | Path, indices: list[int], video_size: tuple[int, int], size: int) -> torch.Tensor:
+    """A user's mask video / folder -> [F,1,size,size] in {0, 1} (white: may change). It needs one frame per
+    frame used, or enough frames for the input's --start/--stride selection (which is then applied), and
+    the input video's frame size (it is centre-cropped and resized the same way). UserError otherwise."""
+    from video.io import crop_resize, read_all_frames
+
+    arrays = read_all_frames(path, "mask")
+    n = len(indices)
+    if len(arrays) != n and len(arrays) <= indices[-1]:
+        raise UserError(f"mask '{path}' has {len(arrays)} frames; it needs one per frame used ({n}) "
+                        f"or one per input frame (at least {indices[-1] + 1})")
+    picked = arrays if len(arrays) == n else [arrays[i] for i in indices]
+    shapes = {a.shape[:2] for a in picked}
+    if shapes != {tuple(video_size)}:
+        h, w = sorted(shapes)[0]
+        raise UserError(f"mask '{path}' frames are {w}x{h}, the video's are {video_size[1]}x{video_size[0]}")
+    x = torch.stack([torch.from_numpy(a.reshape(*a.shape[:2], -1)[..., :3].astype("float32")).mean(-1) / 255.0
+                     for a in picked])[:, None]
+    return (crop_resize(x, size) > 0.5).float()
+
+
+def make_blend(cfg, tokenizer, source: str, edit: str, n_frames: int, latent_size: int,
+               user_mask: torch.Tensor | None = None):
+    """The blend of one edit: the user's mask (`mask=`), else the attention of the differing words
+    (`local.enabled`), else None. cfg: VideoEditConfig; source / edit: the prompts as the model reads them."""
+    if user_mask is not None:
+        return FixedMask(user_mask, latent_size)
+    if not cfg.local.enabled or not cfg.sampling.invert:
+        return None
+    src, dst = differing_tokens(tokenizer, source, edit)
+    loc = cfg.local
+    return AttentionBlend(src, dst, n_frames, latent_size, loc.threshold, loc.dilate, loc.layers, loc.max_cover)
+
+
+def pixel_mask(blend, size: int) -> torch.Tensor:
+    """The mask a blend used, at the frame size: [F,1,size,size] in [0, 1] (bilinear: a 1-cell feather)."""
+    m = blend.mask().float()
+    return F.interpolate(m, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1).cpu()
+
+
+def compose(source: torch.Tensor, decoded_source: torch.Tensor, decoded_edit: torch.Tensor,
+            mask: torch.Tensor | None) -> torch.Tensor:
+    """The edited frames [F,3,H,W]: the source plus what the edit changed in the decoded frames, inside
+    the mask (None: everywhere). The VAE's own error on the source (source - decoded_source) is kept out
+    of the result: the builtin prior's VAE turns backdrops it never saw into other colours (grey: 14 dB)."""
+    change = decoded_edit - decoded_source
+    return (source + (change if mask is None else mask * change)).clamp(0, 1)
