@@ -1,6 +1,5 @@
 """Files a report needs next to it (`<run>/report_files/`): the viewer scripts, each GLB as a classic
-script (file:// pages may not fetch files), a thumbnail, the video runs' frame / mask strip; and
-mesh statistics read from a GLB's JSON chunk."""
+script (file:// pages may not fetch files), a thumbnail; and mesh statistics read from a GLB's JSON chunk."""
 from __future__ import annotations
 
 import base64
@@ -71,43 +70,6 @@ def write_thumbnail(image: np.ndarray, files: Path, size: int = 128) -> str:
     with atomic_path(files / "thumb.png") as tmp:
         im.save(tmp, format="PNG")
     return f"{FILES_DIR}/thumb.png"
-
-
-def read_frames(run_dir: Path, name: str) -> np.ndarray | None:
-    """A video run's frames [F,H,W,3] uint8: 'source' (source.mp4) or 'edit-i' (frames/edit-i/*.png)."""
-    import imageio.v3 as iio
-
-    folder = run_dir / "frames" / name
-    if folder.is_dir():
-        return np.stack([iio.imread(p)[..., :3] for p in sorted(folder.glob("*.png"))])
-    video = run_dir / f"{name}.mp4"
-    return np.stack([np.asarray(f)[..., :3] for f in iio.imiter(video)]) if video.is_file() else None
-
-
-def video_strip(run_dir: Path, names: list[str], files: Path, max_frames: int = 8) -> str | None:
-    """One PNG: per clip a row of frames and a row of its foreground masks (video.metrics'
-    silhouette masks); the relative name, or None without frames."""
-    import torch
-
-    from gen3d.utils.media import save_image
-    from video.metrics import silhouette_masks
-
-    rows = []
-    for name in names:
-        frames = read_frames(run_dir, name)
-        if frames is None or len(frames) == 0:
-            continue
-        pick = np.linspace(0, len(frames) - 1, min(max_frames, len(frames))).round().astype(int)
-        x = torch.from_numpy(frames[pick]).permute(0, 3, 1, 2).float() / 255.0
-        masks = silhouette_masks(x).float()[..., None].expand(-1, -1, -1, 3)
-        if rows and rows[0].shape[1] != x.shape[-1] * len(pick):
-            continue
-        rows.append(torch.cat(list(x.permute(0, 2, 3, 1)), dim=1))
-        rows.append(torch.cat(list(masks), dim=1))
-    if not rows:
-        return None
-    save_image(files / "video-strip.png", torch.cat(rows, dim=0))
-    return f"{FILES_DIR}/video-strip.png"
 
 
 def remove_stale(files: Path, keep: set[str]) -> None:

@@ -5,6 +5,7 @@ folder can be moved or copied as a whole.
 """
 from __future__ import annotations
 
+import importlib
 import json
 import time
 from html import escape
@@ -13,12 +14,15 @@ from pathlib import Path
 import yaml
 
 from gen3d.report import assets
-from gen3d.report.html import duration, flatten, page, table
+from gen3d.report.html import duration, page, table
 from gen3d.report.run_info import RunInfo, read_run
 from gen3d.report.svg import curves_svg
 from gen3d.utils.atomic import write_text_atomic
 
 MAX_PREVIEWS = 24
+# the report part a system adds, by the run's `system:` ("module:function(info, files) -> html"; named, not
+# imported, so gen3d does not depend on the video package)
+SYSTEM_SECTIONS = {name: "video.report:section" for name in ("video", "tuneavideo", "controlvideo")}
 VIEWER_SIZE = 480
 
 
@@ -61,7 +65,7 @@ def _previews(info: RunInfo) -> str:
     return "<h2>Previews over the steps</h2><div class=\"row\">" + figs + "</div>"
 
 
-def _videos(info: RunInfo, paths: list[tuple[str, Path]], title: str) -> str:
+def videos_section(info: RunInfo, paths: list[tuple[str, Path]], title: str) -> str:
     if not paths:
         return ""
     figs = "".join(f'<figure><video src="{_rel(info, p)}" controls loop muted autoplay playsinline width="256"></video>'
@@ -100,25 +104,12 @@ def _viewer(info: RunInfo, files: Path) -> str:
             + "".join(f'<script src="{s}"></script>' for s in scripts))
 
 
-def _video_run(info: RunInfo, files: Path) -> str:
-    if not info.video:
+def _system_section(info: RunInfo, files: Path) -> str:
+    ref = SYSTEM_SECTIONS.get(str(info.config.get("system")))
+    if ref is None:
         return ""
-    edits = info.video.get("edits", [])
-    clips = [("source", info.run_dir / "source.mp4")] + [
-        (f"edit {i}: {e.get('prompt', '')}", info.run_dir / f"edit-{i}.mp4") for i, e in enumerate(edits)]
-    out = _videos(info, [(label, p) for label, p in clips if p.is_file()], "Source and edits")
-    strip = assets.video_strip(info.run_dir, ["source"] + [f"edit-{i}" for i in range(len(edits))], files)
-    if strip:
-        labels = " / ".join(f"{n} and its mask" for n in ["source"] + [f"edit {i}" for i in range(len(edits))])
-        out += (f'<h2>Frames and foreground masks</h2><p class="meta">rows: {escape(labels)}</p>'
-                f'<img class="pixel" src="{strip}" id="video-strip" style="max-width:100%" '
-                'onload="this.width = Math.min(2 * this.naturalWidth, 1000)">')
-    rows = {"source": flatten(info.video.get("source", {}))}
-    rows.update({f"edit {i}": flatten(e) for i, e in enumerate(edits)})
-    keys = sorted({k for r in rows.values() for k in r})
-    if keys:
-        out += "<h2>Metrics</h2>" + table(["metric", *rows], [[k, *(r.get(k, "") for r in rows.values())] for k in keys])
-    return out
+    module, name = ref.split(":")
+    return getattr(importlib.import_module(module), name)(info, files)
 
 
 def _thumbnail(info: RunInfo, files: Path) -> None:
@@ -144,8 +135,8 @@ def render(info: RunInfo) -> str:
     _thumbnail(info, files)
     turntables = [(m.label, m.turntable) for m in info.models if m.turntable]
     body = "".join([
-        _header(info), _stages(info), _curves(info), _videos(info, turntables, "Turntable"),
-        _viewer(info, files), _video_run(info, files), _previews(info),
+        _header(info), _stages(info), _curves(info), videos_section(info, turntables, "Turntable"),
+        _viewer(info, files), _system_section(info, files), _previews(info),
         "<h2>Config</h2><details><summary>config.yaml</summary><pre>"
         + escape(yaml.safe_dump(info.config, sort_keys=False)) + "</pre></details>",
     ])

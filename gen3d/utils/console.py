@@ -54,6 +54,10 @@ class _Formatter(logging.Formatter):
         return msg
 
 
+class _ConsoleHandler(logging.StreamHandler):
+    """The one console handler on the root logger (replaced, not added twice, by setup_console)."""
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None):
     logging.getLogger("gen3d.warnings").warning("%s", str(message).strip().splitlines()[0])
 
@@ -77,10 +81,9 @@ def setup_console(level: str = "normal") -> None:
         if level != "verbose":
             os.environ.setdefault(var, value)
     root = logging.getLogger()
-    for handler in [h for h in root.handlers if getattr(h, "_gen3d_console", False)]:
-        root.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stdout)
-    handler._gen3d_console = True
+    for old in [h for h in root.handlers if isinstance(h, _ConsoleHandler)]:
+        root.removeHandler(old)
+    handler = _ConsoleHandler(sys.stdout)
     handler.setFormatter(_Formatter())
     handler.addFilter(_Once())
     root.addHandler(handler)
