@@ -23,6 +23,9 @@ TINY = ["camera.height=32", "camera.width=32", "renderer.num_samples_per_ray=32"
 @pytest.fixture(scope="module")
 def runs(tiny_pipeline, tmp_path_factory):
     """A 2-particle ProlificDreamer run (its NeRF stage only) and a second seed of it."""
+    from gen3d.utils.console import setup_console
+
+    setup_console("normal")  # gen3d's INFO lines (the per-step losses) reach log.txt under pytest too
     out = tmp_path_factory.mktemp("runs")
     for seed in ("0", "1"):
         code = launch.main(["--config", "prolificdreamer.yaml", "--prompt", "a red cube", "--model", str(tiny_pipeline),
