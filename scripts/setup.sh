@@ -11,3 +11,8 @@ if ! command -v blender >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 &&
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends blender python3-numpy >/dev/null) \
     || echo "note: could not install Blender; its import tests will be skipped"
 fi
+# Chromium (headless browser test of the run report and gallery, tests/test_report.py) from Debian, when root.
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null) \
+    || echo "note: could not install chromium; the report's browser tests will be skipped"
+fi
