@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from gen3d.diffusion import noise
-from gen3d.diffusion.layout import WEIGHTED, check_pipeline_folder, folder_weights
+from gen3d.diffusion.layout import WEIGHTED, check_pipeline_folder, folder_weights, read_index
 from gen3d.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -34,6 +34,7 @@ def resolve_model(name: str) -> Path | str:
         if not (BUILTIN_PRIOR / "model_index.json").is_file():
             raise UserError(f"the builtin prior is missing at {BUILTIN_PRIOR}; train it with "
                             "`python launch.py --config builtin-prior.yaml`")
+        check_pipeline_folder(BUILTIN_PRIOR, name)
         return BUILTIN_PRIOR
     path = Path(name).expanduser()
     if path.exists():
@@ -47,7 +48,9 @@ def resolve_model(name: str) -> Path | str:
         raise UserError(f"model '{name}' not found: neither a local folder nor a hub id (org/name); "
                         "pass a diffusers folder, a hub id such as stabilityai/stable-diffusion-2-1-base, "
                         "or --model builtin")
-    return fetch(name)
+    folder = fetch(name)
+    check_pipeline_folder(folder, name)
+    return folder
 
 
 def has_vae(path: Path, index: dict) -> bool:
@@ -70,7 +73,7 @@ class ModelInfo:
 def model_info(name: str) -> ModelInfo:
     """--model -> ModelInfo from its model_index.json and unet/config.json (no weights loaded)."""
     path = Path(resolve_model(name))
-    index = json.loads((path / "model_index.json").read_text())
+    index = read_index(path)
     unet_config = path / "unet" / "config.json"
     if not unet_config.is_file():
         raise UserError(f"model '{name}' has no 'unet' component ({unet_config} is missing)")
@@ -218,8 +221,7 @@ def load_prior(name: str, device: str | torch.device = "cpu", dtype: torch.dtype
     from transformers import AutoTokenizer, CLIPTextModel
 
     path = Path(resolve_model(name))
-    index = json.loads((path / "model_index.json").read_text())
-    check_pipeline_folder(path, name)
+    index = read_index(path)  # resolve_model has checked the folder's components
     weights = {c: folder_weights(path, c, prefer_fp16=dtype != torch.float32).load_kwargs()
                for c in WEIGHTED if c != "vae" or has_vae(path, index)}
     try:
