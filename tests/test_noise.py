@@ -24,7 +24,7 @@ def test_add_noise_and_velocity_equal_the_scheduler_and_the_old_formulas():
     assert torch.equal(noisy, a.sqrt() * x0 + (1 - a).sqrt() * eps)  # guidance/common.py, prior/train.py
     assert torch.equal(noisy, SCHED.add_noise(x0, eps, t))  # video/tune.py
     v = velocity(SCHED.alphas_cumprod, x0, eps, t)
-    assert torch.equal(v, a.sqrt() * eps - (1 - a).sqrt() * x0)  # diffusion/lora.py's diffusion_target
+    assert torch.equal(v, a.sqrt() * eps - (1 - a).sqrt() * x0)  # the v-prediction target (training_target)
     assert torch.equal(v, SCHED.get_velocity(x0, eps, t))
     assert noisy.dtype == torch.float32 and add_noise(SCHED.alphas_cumprod, x0.half(), eps, t).dtype == torch.float32
     assert float(noisy.sum()) == pytest.approx(53.43029, rel=1e-5)  # stored: inputs are seeded CPU draws

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from gen3d.config import build_config
-from gen3d.diffusion.lora import VSDLoRA, diffusion_target
+from gen3d.diffusion.lora import VSDLoRA
+from gen3d.diffusion.noise import add_noise, training_target
 from gen3d.diffusion.prior import load_prior
 from gen3d.errors import UserError
-from gen3d.guidance import common
 from gen3d.guidance.sds import sds_gradient
 from gen3d.guidance.vsd import VSDConfig, VSDGuidance, lora_eps, lora_loss, vsd_gradient
 
@@ -67,7 +67,7 @@ def check_zero_lora_identity(prior):
     """Zero LoRA, zero camera embedding, lora scale 1: eps_phi == eps_cond, VSD = SDS(s) - SDS(1)."""
     lora = VSDLoRA(prior.unet, rank=4)
     latents, t, noise, cond, uncond, c2w = inputs()
-    noisy = common.add_noise(prior.alphas_cumprod, latents, noise, t)
+    noisy = add_noise(prior.alphas_cumprod, latents, noise, t)
     with torch.no_grad():
         assert torch.equal(lora_eps(prior, lora, noisy, t, cond, c2w), prior.unet_eps(noisy, t, cond).float())
     s = 7.5
@@ -89,8 +89,8 @@ def test_v_prediction_target_and_identity(v_prior):
     check_zero_lora_identity(prior)
     # the LoRA's training target, converted like a model output, is the noise (for every type)
     latents, t, noise, *_ = inputs()
-    noisy = common.add_noise(prior.alphas_cumprod, latents, noise, t)
-    target = diffusion_target("v_prediction", prior.alphas_cumprod, latents, noise, t)
+    noisy = add_noise(prior.alphas_cumprod, latents, noise, t)
+    target = training_target("v_prediction", prior.alphas_cumprod, latents, noise, t)
     assert not torch.allclose(target, noise)
     torch.testing.assert_close(prior.to_epsilon(target, noisy, t), noise, rtol=1e-4, atol=1e-4)
 

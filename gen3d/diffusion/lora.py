@@ -18,7 +18,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from gen3d.diffusion.noise import training_target as diffusion_target  # noqa: F401 (vsd.py reads it here)
 from gen3d.errors import UserError
 
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")

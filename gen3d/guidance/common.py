@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from gen3d.diffusion.noise import add_noise as add_noise  # noqa: F401 (sds.py / vsd.py read it here)
 from gen3d.errors import UserError
 
 WEIGHTINGS = ("sds", "uniform", "fantasia")
