@@ -14,6 +14,8 @@ import trimesh
 from kornia.color import rgb_to_lab
 from scipy import sparse
 
+from gen3d.export.uv import uv_coverage
+
 from .primitives import surface_samples
 
 CHROMA_TOL, DARK, BRIGHT = 0.08, 0.5, 1.6
@@ -70,6 +72,4 @@ def uv_layout(faces: np.ndarray, uv: np.ndarray) -> dict:
     graph = sparse.coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
     _, label = sparse.csgraph.connected_components(graph, directed=False)
     charts = len(np.unique(label[faces[:, 0]]))
-    d1, d2 = uv[faces[:, 1]] - uv[faces[:, 0]], uv[faces[:, 2]] - uv[faces[:, 0]]
-    area = 0.5 * np.abs(d1[:, 0] * d2[:, 1] - d1[:, 1] * d2[:, 0]).sum()
-    return {"charts": int(charts), "coverage": float(min(area, 1.0))}
+    return {"charts": int(charts), "coverage": min(uv_coverage(uv, faces), 1.0)}
