@@ -41,7 +41,7 @@ from gen3d.config import build_config, read_yaml, resolve_config_path  # noqa: E
 from gen3d.utils.media import write_video  # noqa: E402
 from video.config import VideoEditConfig  # noqa: E402
 from video.demo import backdrop, moving_shape_and_mask  # noqa: E402
-from video.metrics import Judge  # noqa: E402
+from video.metrics import Judge, psnr  # noqa: E402
 from video.run import run_video  # noqa: E402
 
 METHODS = {"tuneavideo": "tuneavideo.yaml", "controlvideo": "controlvideo.yaml"}
@@ -62,13 +62,6 @@ CLIPS = [ClipSpec("sphere-gradient-slide", "sphere", "blue", "red", "gradient", 
          ClipSpec("cylinder-gradient-zoom", "cylinder", "green", "purple", "gradient", "zoom"),
          ClipSpec("cone-texture-slide", "cone", "yellow", "green", "texture", "slide"),
          ClipSpec("cube-dark-spin", "cube", "purple", "yellow", "dark", "spin")]
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor, where: torch.Tensor | None = None) -> float:
-    """PSNR in dB of frames [F,3,H,W] in [0,1], over the pixels where `where` [F,H,W] is true (all if None)."""
-    err = (a.float() - b.float()).pow(2).mean(1)
-    mse = err.mean() if where is None else err[where].mean()
-    return float(10 * torch.log10(1 / mse.clamp(min=1e-10)))
 
 
 def dilate(mask: torch.Tensor, px: int) -> torch.Tensor:

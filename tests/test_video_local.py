@@ -12,6 +12,7 @@ from video.ddim import ddim_edit, ddim_invert, make_eps
 from video.demo import moving_shape_and_mask
 from video.inflate import inflate
 from video.io import read_video
+from video.metrics import psnr
 from video.run import encode_frames, run_video
 
 TINY = ["trainer.max_steps=2", "trainer.checkpoint_every=2", "sampling.steps=3", "sampling.inversion_steps=3",
@@ -30,10 +31,6 @@ def _cfg(tiny_pipeline, video, tmp_path, edit, *extra):
     layer = {"model": str(tiny_pipeline), "video": str(video), "prompt": "a red cube", "edit": edit,
              "output": str(tmp_path), "cache_dir": str(tmp_path / "cache")}
     return build_config(VideoEditConfig, read_yaml(resolve_config_path("tuneavideo")), layer, TINY + list(extra))
-
-
-def _psnr(a, b):
-    return float(10 * torch.log10(1 / (a.float() - b.float()).pow(2).mean().clamp(min=1e-10)))
 
 
 def _edit_frames(run_dir, i):
@@ -73,14 +70,14 @@ def test_reconstruction_end_to_end(tiny_pipeline, clip, tmp_path):
         run_video(_cfg(tiny_pipeline, clip[0], tmp_path, ["a blue cube", "a red cube"], f"local.enabled={local}"),
                   run_dir)
         source = read_video(clip[0], 3, size=64).frames
-        assert _psnr(_edit_frames(run_dir, 1), source) > 40
+        assert psnr(_edit_frames(run_dir, 1), source) > 40
         assert (run_dir / "mask-0.mp4").is_file() == (local == "true")
     old = _cfg(tiny_pipeline, clip[0], tmp_path, ["a red cube"], "local.enabled=false",
                "sampling.exact_inversion=false", "sampling.pixel_residual=false",
                "sampling.negative_prompt_inversion=false")
     (tmp_path / "old").mkdir()
     run_video(old, tmp_path / "old")
-    assert _psnr(_edit_frames(tmp_path / "old", 0), read_video(clip[0], 3, size=64).frames) < 28
+    assert psnr(_edit_frames(tmp_path / "old", 0), read_video(clip[0], 3, size=64).frames) < 28
 
 
 def test_compose_keeps_the_source_outside_the_mask():

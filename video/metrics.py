@@ -36,6 +36,13 @@ def frame_consistency(emb: torch.Tensor) -> dict:
             "all_pairs": float(torch.stack([sim[i, j] for i, j in pairs]).mean())}
 
 
+def psnr(a: torch.Tensor, b: torch.Tensor, where: torch.Tensor | None = None) -> float:
+    """PSNR in dB of frames [F,3,H,W] in [0,1], over the pixels where `where` [F,H,W] is true (all if None)."""
+    err = (a.float() - b.float()).pow(2).mean(1)
+    mse = err.mean() if where is None else err[where].mean()
+    return float(10 * torch.log10(1 / mse.clamp(min=1e-10)))
+
+
 def silhouette_masks(frames: torch.Tensor, threshold: float = 0.1) -> torch.Tensor:
     """frames [F,3,H,W] in [0,1] -> foreground masks [F,H,W] (bool): pixels whose colour differs from the
     frame's background (the median colour of its border pixels) by more than `threshold` in some channel."""
