@@ -1,11 +1,12 @@
 #!/usr/bin/env python
 """gen3d command line: load a config, build the system it names, train / resume / export.
 
-    python launch.py --config dreamfusion.yaml --prompt "a red cube" --model builtin
-    python launch.py --config dreamfusion.yaml --prompt "a red cube" guidance.guidance_scale=50 trainer.max_steps=2000
-    python launch.py --resume outputs/dreamfusion/a-red-cube            # continue a run
-    python launch.py --resume outputs/dreamfusion/a-red-cube --export-only
+python launch.py --config dreamfusion.yaml --prompt "a red cube" --model builtin
+python launch.py --config dreamfusion.yaml --prompt "a red cube" guidance.guidance_scale=50 trainer.max_steps=2000
+python launch.py --resume outputs/dreamfusion/a-red-cube            # continue a run
+python launch.py --resume outputs/dreamfusion/a-red-cube --export-only
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,28 +18,52 @@ from gen3d.errors import UserError
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="launch.py", description="Text-to-3D and video editing on pretrained 2D diffusion priors.",
+        prog="launch.py",
+        description="Text-to-3D and video editing on pretrained 2D diffusion priors.",
         epilog="Free arguments of the form key=value override any config field, e.g. "
-               "guidance.guidance_scale=50 trainer.max_steps=2000 camera.height=128.")
+        "guidance.guidance_scale=50 trainer.max_steps=2000 camera.height=128.",
+    )
     p.add_argument("--config", help="YAML config: a path, or a file name inside configs/ (e.g. dreamfusion.yaml)")
-    p.add_argument("--prompt", help="text prompt, e.g. \"a red cube\"")
-    p.add_argument("--model", help="diffusion prior: 'builtin', a local diffusers folder, or a hub id in the local cache")
+    p.add_argument("--prompt", help='text prompt, e.g. "a red cube"')
+    p.add_argument(
+        "--model", help="diffusion prior: 'builtin', a local diffusers folder, or a hub id in the local cache"
+    )
     p.add_argument("--seed", type=int, help="random seed (each process uses seed + rank)")
     p.add_argument("--steps", type=int, help="training steps (trainer.max_steps)")
-    p.add_argument("--output", help="root folder for runs (default outputs/); runs go to <output>/<method>/<prompt-slug>[-N]")
-    p.add_argument("--resume", nargs="?", const="latest", metavar="PATH",
-                   help="continue a run: its directory or a checkpoint file; without PATH, the newest run of this config and prompt")
-    p.add_argument("--export-only", action="store_true", help="skip training; render the turntable and export the mesh of --resume")
+    p.add_argument(
+        "--output", help="root folder for runs (default outputs/); runs go to <output>/<method>/<prompt-slug>[-N]"
+    )
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const="latest",
+        metavar="PATH",
+        help="continue a run: its directory or a checkpoint file; without PATH, the newest run of this config and prompt",
+    )
+    p.add_argument(
+        "--export-only", action="store_true", help="skip training; render the turntable and export the mesh of --resume"
+    )
     p.add_argument("--device", choices=["cpu", "cuda"], help="where to run (default: cuda when available)")
     p.add_argument("--gpus", metavar="LIST|N", help="CUDA devices for DDP: '0,1,2,3' or a count ('4')")
-    p.add_argument("--devices", type=int, help="number of processes on --device (e.g. --device cpu --devices 2: DDP over gloo)")
+    p.add_argument(
+        "--devices", type=int, help="number of processes on --device (e.g. --device cpu --devices 2: DDP over gloo)"
+    )
     p.add_argument("--stage", help="multi-stage methods: start at this stage (its predecessor from --from or this run)")
-    p.add_argument("--from", dest="from_run", metavar="RUN_DIR", help="take the previous stage's checkpoint from another run")
+    p.add_argument(
+        "--from", dest="from_run", metavar="RUN_DIR", help="take the previous stage's checkpoint from another run"
+    )
     p.add_argument("--particles", type=int, help="VSD: number of 3D models optimised together (each exported)")
     g = p.add_argument_group("video editing (tuneavideo.yaml, controlvideo.yaml)")
     g.add_argument("--video", help="input video: .mp4, .gif or a folder of frames")
-    g.add_argument("--edit", action="append", metavar="PROMPT", help="edited prompt; repeat for several edits of one fine-tuning")
-    g.add_argument("--control", action="append", metavar="KIND[:WEIGHT]", help="ControlVideo condition, e.g. canny or canny:0.7; repeatable")
+    g.add_argument(
+        "--edit", action="append", metavar="PROMPT", help="edited prompt; repeat for several edits of one fine-tuning"
+    )
+    g.add_argument(
+        "--control",
+        action="append",
+        metavar="KIND[:WEIGHT]",
+        help="ControlVideo condition, e.g. canny or canny:0.7; repeatable",
+    )
     g.add_argument("--frames", type=int, help="number of frames to use")
     g.add_argument("--stride", type=int, help="use every N-th frame")
     g.add_argument("--start", type=int, help="first frame to use")

@@ -3,6 +3,7 @@ wall-clock time to $GEN3D_FIRST_STEP_FILE and exits (nothing after the first ste
 
     python bench/_first_step.py REPO ARGS...
 """
+
 import importlib.abc
 import importlib.util
 import os

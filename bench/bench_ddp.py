@@ -7,6 +7,7 @@ Time per step is read from the run's log ("stage main: trained N steps in S s"),
 out start-up and export. Efficiency = (images/s with G processes) / (G * images/s with 1 process).
 On GPUs use --device cuda --procs 1 2 4.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,25 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def seconds_per_step(args: list[str], steps: int, procs: int, device: str) -> float:
     out = Path(tempfile.mkdtemp(prefix="gen3d-ddp-"))
-    subprocess.run([sys.executable, "launch.py", *args, "--steps", str(steps), "--output", str(out), "--device", device,
-                    "--devices", str(procs)], cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            sys.executable,
+            "launch.py",
+            *args,
+            "--steps",
+            str(steps),
+            "--output",
+            str(out),
+            "--device",
+            device,
+            "--devices",
+            str(procs),
+        ],
+        cwd=ROOT,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     log = next(out.glob("*/*/log.txt")).read_text()
     n, secs = re.findall(r"trained (\d+) steps in ([\d.]+) s", log)[-1]
     return float(secs) / int(n)
@@ -36,15 +54,27 @@ def main() -> None:
     p.add_argument("--procs", type=int, nargs="*", default=[1, 2])
     p.add_argument("--device", default="cpu")
     a = p.parse_args()
-    args = ["--config", a.config, "--prompt", "a red cube", "--model", a.model, "export.resolution=32",
-            "turntable.n_views=2", "trainer.preview_every=0", "trainer.checkpoint_every=100000"]
+    args = [
+        "--config",
+        a.config,
+        "--prompt",
+        "a red cube",
+        "--model",
+        a.model,
+        "export.resolution=32",
+        "turntable.n_views=2",
+        "trainer.preview_every=0",
+        "trainer.checkpoint_every=100000",
+    ]
     base = None
     for g in a.procs:
         per_step = seconds_per_step(args, a.steps, g, a.device)
         images_per_s = g / per_step
         base = base or images_per_s / g
-        print(f"{g} process(es): {1 / per_step:.2f} it/s per process, {images_per_s:.2f} images/s, "
-              f"scaling efficiency {images_per_s / (g * base):.2f}")
+        print(
+            f"{g} process(es): {1 / per_step:.2f} it/s per process, {images_per_s:.2f} images/s, "
+            f"scaling efficiency {images_per_s / (g * base):.2f}"
+        )
 
 
 if __name__ == "__main__":

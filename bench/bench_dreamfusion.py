@@ -5,6 +5,7 @@
 Uses the quickstart config (configs/dreamfusion.yaml) and the same modules as training.
 Prints the split, the total, and the ratio (iteration time) / (guidance-only time).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,8 +30,12 @@ def main() -> None:
     p.add_argument("overrides", nargs="*")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    cfg = build_config(Text3DConfig, read_yaml(resolve_config_path("dreamfusion.yaml")),
-                       {"prompt": "a red cube", "model": a.model, "prompt_processor": {"cache_dir": None}}, a.overrides)
+    cfg = build_config(
+        Text3DConfig,
+        read_yaml(resolve_config_path("dreamfusion.yaml")),
+        {"prompt": "a red cube", "model": a.model, "prompt_processor": {"cache_dir": None}},
+        a.overrides,
+    )
     system = Text3DSystem(cfg)
     system.setup_prior()
     opt = system.configure_optimizers()
@@ -65,9 +70,13 @@ def main() -> None:
     print(f"model={a.model} resolution={cfg.camera.height} threads={a.threads} iters={a.iters}")
     for k, v in per.items():
         print(f"  {k:<10} {v * 1000:8.1f} ms  ({100 * v / total:4.1f}%)")
-    print(f"  {'iteration':<10} {total * 1000:8.1f} ms  -> {1 / total:.1f} it/s, "
-          f"{cfg.trainer.max_steps} steps in {cfg.trainer.max_steps * total:.0f} s")
-    print(f"  guidance-only {guidance_only * 1000:.1f} ms; ratio iteration / guidance-only = {total / guidance_only:.2f}")
+    print(
+        f"  {'iteration':<10} {total * 1000:8.1f} ms  -> {1 / total:.1f} it/s, "
+        f"{cfg.trainer.max_steps} steps in {cfg.trainer.max_steps * total:.0f} s"
+    )
+    print(
+        f"  guidance-only {guidance_only * 1000:.1f} ms; ratio iteration / guidance-only = {total / guidance_only:.2f}"
+    )
 
 
 if __name__ == "__main__":

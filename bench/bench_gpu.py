@@ -13,6 +13,7 @@ checkpointing; seconds per fine-tuning step and peak memory (papers: 300-500 ste
 an A100). The text encoders are small (the prompt is encoded once; it does not change the cost).
 Only the timed steps after `--warmup` count. Needs CUDA.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,12 +49,20 @@ def sd_sized_pipeline(kind: str, out: Path) -> Path:
 
     dim = SD_UNETS[kind]["cross_attention_dim"]
     parts = build_components(PriorArchConfig(text_hidden=dim, text_heads=8))
-    parts["unet"] = UNet2DConditionModel(sample_size=64, block_out_channels=(320, 640, 1280, 1280),
-                                         layers_per_block=2, **SD_UNETS[kind])
+    parts["unet"] = UNet2DConditionModel(
+        sample_size=64, block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, **SD_UNETS[kind]
+    )
     parts["vae"] = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(128, 256, 512, 512), layers_per_block=2,
-        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, sample_size=512,
-        scaling_factor=0.18215)
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        block_out_channels=(128, 256, 512, 512),
+        layers_per_block=2,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        sample_size=512,
+        scaling_factor=0.18215,
+    )
     return save_pipeline_atomic(make_pipeline(parts), out)
 
 
@@ -76,16 +85,30 @@ class StepTimer(Callback):
 
     def report(self) -> dict:
         t = sorted(self.times)
-        return {"s_per_it": sum(t) / max(len(t), 1), "median_s": t[len(t) // 2] if t else float("nan"),
-                "peak_gb": torch.cuda.max_memory_allocated() / 2**30,
-                "peak_reserved_gb": torch.cuda.max_memory_reserved() / 2**30, "timed_steps": len(t)}
+        return {
+            "s_per_it": sum(t) / max(len(t), 1),
+            "median_s": t[len(t) // 2] if t else float("nan"),
+            "peak_gb": torch.cuda.max_memory_allocated() / 2**30,
+            "peak_reserved_gb": torch.cuda.max_memory_reserved() / 2**30,
+            "timed_steps": len(t),
+        }
 
 
 def fit(module, loader, steps: int, warmup: int, precision: str) -> dict:
     timer = StepTimer(warmup)
-    trainer = L.Trainer(max_steps=steps + warmup, accelerator="cuda", devices=1, precision=precision,
-                        callbacks=[timer], logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0)
+    trainer = L.Trainer(
+        max_steps=steps + warmup,
+        accelerator="cuda",
+        devices=1,
+        precision=precision,
+        callbacks=[timer],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+    )
     trainer.fit(module, loader)
     return timer.report()
 
@@ -94,16 +117,24 @@ def bench_text3d(a, overrides: list[str], model: str, extra: dict) -> dict:
     from gen3d.systems.stages import stage_configs
     from gen3d.systems.text3d import RandomCameraDataset, Text3DConfig, Text3DSystem
 
-    cfg = build_config(Text3DConfig, read_yaml(resolve_config_path(a.config)),
-                       {"prompt": a.prompt, "model": model, "device": "cuda", **extra}, overrides)
+    cfg = build_config(
+        Text3DConfig,
+        read_yaml(resolve_config_path(a.config)),
+        {"prompt": a.prompt, "model": model, "device": "cuda", **extra},
+        overrides,
+    )
     name, scfg = stage_configs(cfg)[0]
     system = Text3DSystem(scfg)
     data = RandomCameraDataset(scfg.camera, length=(a.steps + a.warmup) * scfg.trainer.batch_size, seed=0)
     loader = torch.utils.data.DataLoader(data, batch_size=scfg.trainer.batch_size)
     r = fit(system, loader, a.steps, a.warmup, scfg.trainer.precision)
-    r.update(stage=name, render=f"{scfg.camera.height}x{scfg.camera.width}", model_dtype=str(system.prior.dtype),
-             unet_params_m=sum(p.numel() for p in system.prior.unet.parameters()) / 1e6,
-             nerfacc=type(system.scene(0).occupancy).__name__)
+    r.update(
+        stage=name,
+        render=f"{scfg.camera.height}x{scfg.camera.width}",
+        model_dtype=str(system.prior.dtype),
+        unet_params_m=sum(p.numel() for p in system.prior.unet.parameters()) / 1e6,
+        nerfacc=type(system.scene(0).occupancy).__name__,
+    )
     return r
 
 
@@ -115,8 +146,11 @@ def bench_video(a, work: Path) -> dict:
     from video.tune import VideoTuner, _Steps
 
     model = sd_sized_pipeline("sd15", work / "sd15-random")
-    cfg = build_config(VideoEditConfig, read_yaml(resolve_config_path("tuneavideo.yaml")),
-                       {"model": str(model), "frames": a.frames, "size": a.size})
+    cfg = build_config(
+        VideoEditConfig,
+        read_yaml(resolve_config_path("tuneavideo.yaml")),
+        {"model": str(model), "frames": a.frames, "size": a.size},
+    )
     prior = load_prior(str(model), "cuda")
     frames = moving_shape(a.frames, a.size).cuda()
     latents = encode_frames(prior, frames)
@@ -124,11 +158,17 @@ def bench_video(a, work: Path) -> dict:
     tuner = VideoTuner(build_model(cfg, prior, frames), latents, emb, prior.scheduler, 3e-5)
     if a.gradient_checkpointing:
         prior.unet.enable_gradient_checkpointing()
-    r = fit(tuner, torch.utils.data.DataLoader(_Steps(a.steps + a.warmup), batch_size=1), a.steps, a.warmup,
-            a.precision)
-    r.update(frames=a.frames, size=a.size, precision=a.precision, gradient_checkpointing=a.gradient_checkpointing,
-             trainable_m=sum(p.numel() for p in tuner.parameters() if p.requires_grad) / 1e6,
-             unet_params_m=sum(p.numel() for p in prior.unet.parameters()) / 1e6)
+    r = fit(
+        tuner, torch.utils.data.DataLoader(_Steps(a.steps + a.warmup), batch_size=1), a.steps, a.warmup, a.precision
+    )
+    r.update(
+        frames=a.frames,
+        size=a.size,
+        precision=a.precision,
+        gradient_checkpointing=a.gradient_checkpointing,
+        trainable_m=sum(p.numel() for p in tuner.parameters() if p.requires_grad) / 1e6,
+        unet_params_m=sum(p.numel() for p in prior.unet.parameters()) / 1e6,
+    )
     return r
 
 
@@ -161,8 +201,10 @@ def main() -> None:
     else:
         r, target = bench_text3d(a, a.overrides, "builtin", {}), None
     r.update(what=a.what, device=torch.cuda.get_device_name(), wall_s=time.perf_counter() - t0)
-    line = f"{a.what}: {r['s_per_it']:.3f} s/it (median {r['median_s']:.3f}), {1 / r['s_per_it']:.2f} it/s, " \
-           f"peak {r['peak_gb']:.1f} GB allocated / {r['peak_reserved_gb']:.1f} GB reserved"
+    line = (
+        f"{a.what}: {r['s_per_it']:.3f} s/it (median {r['median_s']:.3f}), {1 / r['s_per_it']:.2f} it/s, "
+        f"peak {r['peak_gb']:.1f} GB allocated / {r['peak_reserved_gb']:.1f} GB reserved"
+    )
     if target:
         line += f" [target < {target:.0f} GB: {'OK' if r['peak_gb'] < target else 'MISSED'}, ratio {r['peak_gb'] / target:.2f}]"
     print(line)

@@ -3,6 +3,7 @@
 Reports the best of a few repeats as wall time and as CPU time of this process (the latter is
 the fairer figure on a machine shared with other jobs).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,7 +42,9 @@ def bench_grid(name: str, cfg: HashGridConfig, n: int, repeats: int) -> None:
         grid(x).square().sum().backward()
 
     wall, cpu = best_of(step, repeats)
-    print(f"hashgrid {name:<34} N={n:<7} params={grid.table.numel():>9}  wall {wall * 1e3:7.1f} ms  cpu {cpu * 1e3:7.1f} ms")
+    print(
+        f"hashgrid {name:<34} N={n:<7} params={grid.table.numel():>9}  wall {wall * 1e3:7.1f} ms  cpu {cpu * 1e3:7.1f} ms"
+    )
 
 
 def bench_renderer(shading: str, repeats: int, **geo_kw) -> None:
@@ -59,10 +62,14 @@ def bench_renderer(shading: str, repeats: int, **geo_kw) -> None:
         info["n"] = out["n_samples"]
 
     wall, cpu = best_of(step, repeats)
-    print(f"renderer 64x64 B=1 {shading:<12} {str(geo_kw) or '':<22} samples={info['n']:<6} "
-          f"wall {wall * 1e3:7.1f} ms  cpu {cpu * 1e3:7.1f} ms")
+    print(
+        f"renderer 64x64 B=1 {shading:<12} {str(geo_kw) or '':<22} samples={info['n']:<6} "
+        f"wall {wall * 1e3:7.1f} ms  cpu {cpu * 1e3:7.1f} ms"
+    )
     wall, cpu = best_of(lambda: renderer.occupancy.refresh(geo.density), 1)
-    print(f"occupancy refresh ({renderer.cfg.grid_resolution}^3 cells) wall {wall * 1e3:7.1f} ms  cpu {cpu * 1e3:7.1f} ms")
+    print(
+        f"occupancy refresh ({renderer.cfg.grid_resolution}^3 cells) wall {wall * 1e3:7.1f} ms  cpu {cpu * 1e3:7.1f} ms"
+    )
 
 
 def main() -> None:
@@ -72,8 +79,12 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s)")
-    bench_grid("reference 16 lv x 2^19", HashGridConfig(n_levels=16, log2_hashmap_size=19, max_resolution=2048),
-               262144, args.repeats)
+    bench_grid(
+        "reference 16 lv x 2^19",
+        HashGridConfig(n_levels=16, log2_hashmap_size=19, max_resolution=2048),
+        262144,
+        args.repeats,
+    )
     quick = HashGridConfig()
     bench_grid(f"quickstart {quick.n_levels} lv x 2^{quick.log2_hashmap_size}", quick, 65536, args.repeats)
     bench_grid(f"quickstart {quick.n_levels} lv x 2^{quick.log2_hashmap_size}", quick, 11000, args.repeats)

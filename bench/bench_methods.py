@@ -6,6 +6,7 @@ Runs `launch.py` as a user would and reads the stage start times from the run's 
 Targets on 2 CPU cores with the builtin prior: DreamFusion < 5 min, Magic3D < 8 min,
 ProlificDreamer (3 stages) < 15 min.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,15 +42,33 @@ def main() -> None:
     out = Path(tempfile.mkdtemp(prefix="gen3d-bench-"))
     for method in a.methods:
         t0 = time.time()
-        subprocess.run([sys.executable, "launch.py", "--config", f"{method}.yaml", "--prompt", a.prompt,
-                        "--model", a.model, "--output", str(out), *a.overrides], cwd=ROOT, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                sys.executable,
+                "launch.py",
+                "--config",
+                f"{method}.yaml",
+                "--prompt",
+                a.prompt,
+                "--model",
+                a.model,
+                "--output",
+                str(out),
+                *a.overrides,
+            ],
+            cwd=ROOT,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         total = time.time() - t0
         log_file = next((out / method).glob("*/log.txt"))
         parts = stage_times(log_file.read_text(), log_file.stat().st_mtime)
         detail = ", ".join(f"{n} {s:.0f}s" for n, s in parts)
-        print(f"{method:<16} total {total:6.0f} s (target {TARGETS.get(method, 0)} s, "
-              f"ratio {total / TARGETS.get(method, total):.2f})  [{detail}]  -> {log_file.parent}")
+        print(
+            f"{method:<16} total {total:6.0f} s (target {TARGETS.get(method, 0)} s, "
+            f"ratio {total / TARGETS.get(method, total):.2f})  [{detail}]  -> {log_file.parent}"
+        )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
 
 Targets (2 CPU cores): sample < 1 s, CFG noise prediction < 50 ms. Prints torch threads 2 and 1.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -39,8 +40,13 @@ def bench(path: str | Path, threads: int = 2, repeats: int = 5) -> dict:
     pipe.set_progress_bar_config(disable=True)
 
     def sample():
-        pipe("a red cube, front view", num_inference_steps=25, guidance_scale=7.5, output_type="pt",
-             generator=torch.Generator().manual_seed(0))
+        pipe(
+            "a red cube, front view",
+            num_inference_steps=25,
+            guidance_scale=7.5,
+            output_type="pt",
+            generator=torch.Generator().manual_seed(0),
+        )
 
     emb = encode_text(pipe.text_encoder, pipe.tokenizer, ["", "a red cube, front view"])
     h = pipe.unet.config.sample_size
@@ -51,7 +57,10 @@ def bench(path: str | Path, threads: int = 2, repeats: int = 5) -> dict:
         eps_u, eps_c = pipe.unet(torch.cat([latents] * 2), t, encoder_hidden_states=emb).sample.chunk(2)
         return eps_u + 7.5 * (eps_c - eps_u)
 
-    return {"sample_25_steps_s": _median_seconds(sample, repeats), "cfg_noise_pred_batch2_s": _median_seconds(cfg_noise, 5 * repeats)}
+    return {
+        "sample_25_steps_s": _median_seconds(sample, repeats),
+        "cfg_noise_pred_batch2_s": _median_seconds(cfg_noise, 5 * repeats),
+    }
 
 
 if __name__ == "__main__":
@@ -62,6 +71,8 @@ if __name__ == "__main__":
             path = build_random_pipeline(Path(tmp) / "prior")
         for threads in (2, 1):  # on a busy shared machine 1 thread can be much faster than 2
             r = bench(path, threads=threads)
-            print(f"torch threads {threads}: one 25-step DDIM sample (CFG 7.5): {r['sample_25_steps_s']:.3f} s "
-                  f"(target < 1 s); one CFG noise prediction, batch 2: {1000 * r['cfg_noise_pred_batch2_s']:.1f} ms "
-                  f"(target < 50 ms)")
+            print(
+                f"torch threads {threads}: one 25-step DDIM sample (CFG 7.5): {r['sample_25_steps_s']:.3f} s "
+                f"(target < 1 s); one CFG noise prediction, batch 2: {1000 * r['cfg_noise_pred_batch2_s']:.1f} ms "
+                f"(target < 50 ms)"
+            )

@@ -14,6 +14,7 @@ Targets (issue 11): nearest = prompted shape, Chamfer <= 0.05, 1 watertight comp
 genus, stray <= 5%, Delta E to the turntable <= 10, charts <= 100, coverage >= 50%, time within
 DreamFusion 5 min, Magic3D 8 min, ProlificDreamer 15 min.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,14 +33,41 @@ from gen3d.utils.atomic import write_text_atomic  # noqa: E402
 
 TARGETS = {"dreamfusion": 300, "magic3d": 480, "prolificdreamer": 900}
 # all five shapes, six colours (white is left out: on the white background it has no silhouette)
-PROMPTS = ["a red cube", "a blue sphere", "a green torus", "a yellow cone", "a purple cylinder",
-           "a orange cube", "a green sphere", "a red torus", "a blue cone", "a black cylinder"]
-COLUMNS = [("chamfer", "chamfer", "{:.3f}"), ("nearest", "nearest", "{}"), ("components", "comp", "{}"),
-           ("watertight", "closed", "{}"), ("genus", "genus", "{}"), ("stray_fraction", "stray", "{:.1%}"),
-           ("colour_delta_e", "dE_tt", "{:.1f}"), ("prompt_delta_e", "dE_prompt", "{:.1f}"),
-           ("charts", "charts", "{}"), ("coverage", "cover", "{:.0%}"), ("seconds", "time_s", "{:.0f}")]
-WORST = {"chamfer": max, "components": max, "stray_fraction": max, "colour_delta_e": max,
-         "prompt_delta_e": max, "charts": max, "coverage": min, "seconds": max}
+PROMPTS = [
+    "a red cube",
+    "a blue sphere",
+    "a green torus",
+    "a yellow cone",
+    "a purple cylinder",
+    "a orange cube",
+    "a green sphere",
+    "a red torus",
+    "a blue cone",
+    "a black cylinder",
+]
+COLUMNS = [
+    ("chamfer", "chamfer", "{:.3f}"),
+    ("nearest", "nearest", "{}"),
+    ("components", "comp", "{}"),
+    ("watertight", "closed", "{}"),
+    ("genus", "genus", "{}"),
+    ("stray_fraction", "stray", "{:.1%}"),
+    ("colour_delta_e", "dE_tt", "{:.1f}"),
+    ("prompt_delta_e", "dE_prompt", "{:.1f}"),
+    ("charts", "charts", "{}"),
+    ("coverage", "cover", "{:.0%}"),
+    ("seconds", "time_s", "{:.0f}"),
+]
+WORST = {
+    "chamfer": max,
+    "components": max,
+    "stray_fraction": max,
+    "colour_delta_e": max,
+    "prompt_delta_e": max,
+    "charts": max,
+    "coverage": min,
+    "seconds": max,
+}
 
 
 def slug(prompt: str) -> str:
@@ -59,7 +87,7 @@ def run_one(method: str, prompt: str, out: Path, model: str, overrides: list[str
         else:
             cmd = ["--config", f"{method}.yaml", "--prompt", prompt, "--model", model, "--output", str(runs)]
         t0 = time.time()
-        log = (out / method / f"{slug(prompt)}.log")
+        log = out / method / f"{slug(prompt)}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "w") as fh:
             subprocess.run([sys.executable, "launch.py", *cmd, *overrides], cwd=ROOT, check=True, stdout=fh, stderr=fh)
@@ -67,9 +95,17 @@ def run_one(method: str, prompt: str, out: Path, model: str, overrides: list[str
     else:
         seconds = float("nan")
     words = prompt.split()
-    figures = evaluate_asset(run_dir / "export" / "model.glb", words[-1], words[-2], run_dir / "video" / "turntable.mp4")
-    figures.update(method=method, prompt=prompt, seconds=seconds, target_s=TARGETS.get(method),
-                   load=os.getloadavg()[0], run_dir=str(run_dir))
+    figures = evaluate_asset(
+        run_dir / "export" / "model.glb", words[-1], words[-2], run_dir / "video" / "turntable.mp4"
+    )
+    figures.update(
+        method=method,
+        prompt=prompt,
+        seconds=seconds,
+        target_s=TARGETS.get(method),
+        load=os.getloadavg()[0],
+        run_dir=str(run_dir),
+    )
     write_text_atomic(result_file, json.dumps(figures, indent=1))
     return figures
 
@@ -91,8 +127,11 @@ def print_table(rows: list[dict]) -> None:
         for label, pick in (("mean", None), ("worst", WORST)):
             cells = []
             for key, _, spec in COLUMNS:
-                vals = [r[key] for r in mine if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool)
-                        and r[key] == r[key]]
+                vals = [
+                    r[key]
+                    for r in mine
+                    if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool) and r[key] == r[key]
+                ]
                 if not vals or (pick is not None and key not in pick):
                     cells.append("-")
                 else:
@@ -100,8 +139,10 @@ def print_table(rows: list[dict]) -> None:
             print(f"{method:<16} {label:<20} " + " ".join(f"{c:>9}" for c in cells))
         ok = sum(r["nearest"] == r["prompt"].split()[-1] for r in mine)
         good = sum(r["watertight"] and r["components"] == 1 and r["genus"] == r["true_genus"] for r in mine)
-        print(f"{method:<16} {'targets':<20} nearest = prompted shape {ok}/{len(mine)}, "
-              f"one watertight component of the true genus {good}/{len(mine)}")
+        print(
+            f"{method:<16} {'targets':<20} nearest = prompted shape {ok}/{len(mine)}, "
+            f"one watertight component of the true genus {good}/{len(mine)}"
+        )
 
 
 def main() -> None:
@@ -120,8 +161,11 @@ def main() -> None:
         for prompt in a.prompts:
             rows.append(run_one(method, prompt, out, a.model, a.overrides))
             r = rows[-1]
-            print(f"done {method} '{prompt}': chamfer {r['chamfer']:.3f} ({r['nearest']}), "
-                  f"{fmt(r['seconds'], '{:.0f}')} s", flush=True)
+            print(
+                f"done {method} '{prompt}': chamfer {r['chamfer']:.3f} ({r['nearest']}), "
+                f"{fmt(r['seconds'], '{:.0f}')} s",
+                flush=True,
+            )
     print_table(rows)
 
 

@@ -7,6 +7,7 @@ default texture field (hash grid + MLP), rendered with the pure-PyTorch rasteriz
 training cameras at 64 and 128 px per shading mode; prints the median time of the rasterizer
 alone, and of the renderer's forward and backward.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,16 +45,21 @@ def main() -> None:
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    geo = MeshGeometry.from_field(lambda x: 0.5 - x.norm(dim=-1), MeshGeometryConfig(),
-                                  resolution=a.resolution, threshold=0.0)
+    geo = MeshGeometry.from_field(
+        lambda x: 0.5 - x.norm(dim=-1), MeshGeometryConfig(), resolution=a.resolution, threshold=0.0
+    )
     renderer = MeshRenderer(MeshRendererConfig(backend="torch"), geo, make_background(BackgroundConfig()))
     sampler = CameraSampler(CameraConfig())
-    print(f"sphere: {geo.faces.shape[0]} faces, {geo.base_vertices.shape[0]} vertices; batch {a.batch}; "
-          f"{a.threads} thread(s)")
+    print(
+        f"sphere: {geo.faces.shape[0]} faces, {geo.base_vertices.shape[0]} vertices; batch {a.batch}; "
+        f"{a.threads} thread(s)"
+    )
     for size in (64, 128):
         cams = sampler.sample(a.batch, generator=torch.Generator().manual_seed(1), height=size, width=size)
         clip = world_to_clip(geo.vertices().detach(), cams, 0.1, 100.0)
-        t_rast = _median_time(lambda clip=clip, size=size: rasterize(clip, geo.faces, size, size, backend="torch"), a.iters)
+        t_rast = _median_time(
+            lambda clip=clip, size=size: rasterize(clip, geo.faces, size, size, backend="torch"), a.iters
+        )
         for mode in ("albedo", "lambertian", "normal"):
             fwd, bwd = [], []
             for _ in range(a.iters + 2):
@@ -67,8 +73,10 @@ def main() -> None:
                 fwd.append(t1 - t0)
                 bwd.append(t2 - t1)
             f, b = statistics.median(fwd[2:]), statistics.median(bwd[2:])
-            print(f"{size:4d}px {mode:11s} rasterize {t_rast * 1e3:7.1f} ms | forward {f * 1e3:7.1f} ms "
-                  f"| backward {b * 1e3:7.1f} ms | total {(f + b) * 1e3:7.1f} ms")
+            print(
+                f"{size:4d}px {mode:11s} rasterize {t_rast * 1e3:7.1f} ms | forward {f * 1e3:7.1f} ms "
+                f"| backward {b * 1e3:7.1f} ms | total {(f + b) * 1e3:7.1f} ms"
+            )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ process each time; median of --repeat runs), for DreamFusion (the quickstart) an
 
 Timings move with the machine's load: compare checkouts within one invocation (--repo A --repo B).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,18 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 CASES = {
     "dreamfusion": ["--config", "dreamfusion.yaml", "--prompt", "a red cube", "--model", "builtin"],
-    "tuneavideo": ["--config", "tuneavideo.yaml", "--prompt", "a blue sphere", "--edit", "a red sphere",
-                   "--model", "builtin", "--frames", "4"],
+    "tuneavideo": [
+        "--config",
+        "tuneavideo.yaml",
+        "--prompt",
+        "a blue sphere",
+        "--edit",
+        "a red sphere",
+        "--model",
+        "builtin",
+        "--frames",
+        "4",
+    ],
 }
 
 
@@ -31,10 +42,17 @@ def first_step_seconds(repo: Path, args: list[str], out: Path) -> float:
         stamp = Path(tmp) / "first-step"
         env = {**os.environ, "GEN3D_FIRST_STEP_FILE": str(stamp)}
         t0 = time.time()
-        proc = subprocess.run([sys.executable, str(HERE / "_first_step.py"), str(repo), *args, "--output", str(out)],
-                              cwd=tmp, env=env, capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, str(HERE / "_first_step.py"), str(repo), *args, "--output", str(out)],
+            cwd=tmp,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         if not stamp.is_file():
-            raise SystemExit(f"no training step reached (exit {proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+            raise SystemExit(
+                f"no training step reached (exit {proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+            )
         return float(stamp.read_text()) - t0
 
 
@@ -63,15 +81,21 @@ def main() -> None:
             if case == "tuneavideo":
                 video = Path(out) / "clip.gif"
                 if not video.is_file():
-                    subprocess.run([sys.executable, "-m", "video.demo", str(video), "--frames", "4"], cwd=repos[0],
-                                   check=True, capture_output=True)
+                    subprocess.run(
+                        [sys.executable, "-m", "video.demo", str(video), "--frames", "4"],
+                        cwd=repos[0],
+                        check=True,
+                        capture_output=True,
+                    )
                 extra = ["--video", str(video)]
             else:
                 extra = []
             for repo in repos:
                 times = [first_step_seconds(repo, CASES[case] + extra, Path(out) / "runs") for _ in range(args.repeat)]
-                print(f"{case:12s} {str(repo):40s} first training step after {statistics.median(times):6.2f} s "
-                      f"(median of {len(times)}: {' '.join(f'{t:.2f}' for t in times)})")
+                print(
+                    f"{case:12s} {str(repo):40s} first training step after {statistics.median(times):6.2f} s "
+                    f"(median of {len(times)}: {' '.join(f'{t:.2f}' for t in times)})"
+                )
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     if args.importtime:
         for repo in repos:

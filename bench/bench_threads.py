@@ -8,6 +8,7 @@ a small export); it/s is the training stage's own (stages.json), so start-up and
 counted. The target is a slowdown (quiet it/s / busy it/s) of at most 2 for the auto policy. The
 machine's own load is printed: on a shared machine "quiet" means "without the extra busy process".
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,14 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL_EXPORT = ["turntable.n_views=2", "export.resolution=48", "export.texture_size=64", "trainer.preview_every=0",
-                "trainer.checkpoint_every=100000", "logger=none"]
+SMALL_EXPORT = [
+    "turntable.n_views=2",
+    "export.resolution=48",
+    "export.texture_size=64",
+    "trainer.preview_every=0",
+    "trainer.checkpoint_every=100000",
+    "logger=none",
+]
 
 
 def _spin() -> None:
@@ -31,9 +38,23 @@ def _spin() -> None:
 
 def train_speed(num_threads: int, steps: int, out: Path) -> float:
     before = set(out.rglob("stages.json"))
-    cmd = [sys.executable, str(ROOT / "launch.py"), "--config", "dreamfusion.yaml", "--prompt", "a red cube",
-           "--model", "builtin", "--steps", str(steps), "--output", str(out), "--quiet", f"num_threads={num_threads}",
-           *SMALL_EXPORT]
+    cmd = [
+        sys.executable,
+        str(ROOT / "launch.py"),
+        "--config",
+        "dreamfusion.yaml",
+        "--prompt",
+        "a red cube",
+        "--model",
+        "builtin",
+        "--steps",
+        str(steps),
+        "--output",
+        str(out),
+        "--quiet",
+        f"num_threads={num_threads}",
+        *SMALL_EXPORT,
+    ]
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     subprocess.run(cmd, check=True, env=env, capture_output=True)
     (stages,) = set(out.rglob("stages.json")) - before
@@ -57,14 +78,18 @@ def main() -> None:
             try:
                 for name, n in policies.items():
                     speeds[load, name] = train_speed(n, args.steps, Path(tmp))
-                    print(f"{load:17s} {name:26s} {speeds[load, name]:6.2f} it/s "
-                          f"(load average {os.getloadavg()[0]:.2f})", flush=True)
+                    print(
+                        f"{load:17s} {name:26s} {speeds[load, name]:6.2f} it/s (load average {os.getloadavg()[0]:.2f})",
+                        flush=True,
+                    )
             finally:
                 if spinner:
                     spinner.terminate()
                     spinner.join()
     for name in policies:
-        print(f"slowdown with one busy process, {name}: {speeds['quiet', name] / speeds['one busy process', name]:.2f}x")
+        print(
+            f"slowdown with one busy process, {name}: {speeds['quiet', name] / speeds['one busy process', name]:.2f}x"
+        )
 
 
 if __name__ == "__main__":

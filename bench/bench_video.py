@@ -22,6 +22,7 @@ again with local.enabled=false. Printed per clip, on / off side by side:
   8 frames on 2 cores) and of the export-only run without local editing.
 Extra key=value overrides go to every run (e.g. sampling.exact_inversion=false).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,26 +58,40 @@ class ClipSpec:
     motion: str
 
 
-CLIPS = [ClipSpec("sphere-gradient-slide", "sphere", "blue", "red", "gradient", "slide"),
-         ClipSpec("cube-grey-rise", "cube", "red", "blue", "grey", "rise"),
-         ClipSpec("cylinder-gradient-zoom", "cylinder", "green", "purple", "gradient", "zoom"),
-         ClipSpec("cone-texture-slide", "cone", "yellow", "green", "texture", "slide"),
-         ClipSpec("cube-dark-spin", "cube", "purple", "yellow", "dark", "spin")]
+CLIPS = [
+    ClipSpec("sphere-gradient-slide", "sphere", "blue", "red", "gradient", "slide"),
+    ClipSpec("cube-grey-rise", "cube", "red", "blue", "grey", "rise"),
+    ClipSpec("cylinder-gradient-zoom", "cylinder", "green", "purple", "gradient", "zoom"),
+    ClipSpec("cone-texture-slide", "cone", "yellow", "green", "texture", "slide"),
+    ClipSpec("cube-dark-spin", "cube", "purple", "yellow", "dark", "spin"),
+]
 
 
 def dilate(mask: torch.Tensor, px: int) -> torch.Tensor:
     return F.max_pool2d(mask.float()[:, None], 2 * px + 1, stride=1, padding=px)[:, 0] > 0.5 if px else mask
 
 
-def clip_figures(judge: Judge, source: torch.Tensor, gt: torch.Tensor, back: torch.Tensor, edited: torch.Tensor,
-                 same: torch.Tensor, to: str, px: int) -> dict:
+def clip_figures(
+    judge: Judge,
+    source: torch.Tensor,
+    gt: torch.Tensor,
+    back: torch.Tensor,
+    edited: torch.Tensor,
+    same: torch.Tensor,
+    to: str,
+    px: int,
+) -> dict:
     """The bench's figures for one method on one clip (see the module docstring)."""
     on_white = torch.where(gt[:, None], edited, torch.full_like(edited, 0.92))
     colours = judge.classify(on_white, f"a {to}")["colours"]
     sil = (edited - back[None]).abs().amax(1) > 0.1
     iou = ((sil & gt).flatten(1).sum(1) / (sil | gt).flatten(1).sum(1).clamp(min=1)).mean()
-    return {"bg": psnr(source, edited, ~dilate(gt, px)), "rec": psnr(source, same),
-            "colour": sum(c == to for c in colours) / len(colours), "iou": float(iou)}
+    return {
+        "bg": psnr(source, edited, ~dilate(gt, px)),
+        "rec": psnr(source, same),
+        "colour": sum(c == to for c in colours) / len(colours),
+        "iou": float(iou),
+    }
 
 
 def _frames(run_dir: Path, i: int) -> torch.Tensor:
@@ -91,19 +106,29 @@ def bench_clip(method: str, spec: ClipSpec, work: Path, judge: Judge, overrides:
     video = write_video(work / f"{spec.name}.mp4", frames.permute(0, 2, 3, 1), fps=8)
     source = _frames_from_video(video)
     config = METHODS[method]
-    base = {"model": "builtin", "video": str(video), "prompt": f"a {spec.colour} {spec.shape}",
-            "edit": [f"a {spec.to} {spec.shape}", f"a {spec.colour} {spec.shape}"], "frames": 8,
-            "output": str(work)}
+    base = {
+        "model": "builtin",
+        "video": str(video),
+        "prompt": f"a {spec.colour} {spec.shape}",
+        "edit": [f"a {spec.to} {spec.shape}", f"a {spec.colour} {spec.shape}"],
+        "frames": 8,
+        "output": str(work),
+    }
     out = {}
     run_dir = work / method / spec.name
     for local in (True, False):
-        cfg = build_config(VideoEditConfig, read_yaml(resolve_config_path(config)), base,
-                           overrides + [f"local.enabled={str(local).lower()}"])
+        cfg = build_config(
+            VideoEditConfig,
+            read_yaml(resolve_config_path(config)),
+            base,
+            overrides + [f"local.enabled={str(local).lower()}"],
+        )
         t0 = time.perf_counter()
         run_video(cfg, run_dir, export_only=not local, resume=None if local else run_dir / "ckpts" / "last.ckpt")
         seconds = time.perf_counter() - t0
-        figures = clip_figures(judge, source, gt, backdrop(spec.background, 64), _frames(run_dir, 0),
-                               _frames(run_dir, 1), spec.to, px)
+        figures = clip_figures(
+            judge, source, gt, backdrop(spec.background, 64), _frames(run_dir, 0), _frames(run_dir, 1), spec.to, px
+        )
         out["on" if local else "off"] = {**figures, "time": seconds}
         if local:  # keep the local-edit outputs for the docs' strips
             for name in ("edit-0.mp4", "mask-0.mp4", "compare-0.mp4"):
@@ -133,18 +158,27 @@ def main() -> None:
     work = Path(a.work or tempfile.mkdtemp(prefix="bench-video-"))
     judge = Judge(None, "extern/builtin-classifier", None)
     specs = [c for c in CLIPS if c.name in a.clips.split(",")]
-    print(f"{torch.get_num_threads()} threads; bg PSNR outside the GT mask dilated by {a.dilate} px; "
-          f"overrides: {' '.join(a.overrides) or 'none'}", flush=True)
-    print(f"{'method':<13}{'clip, edit':<38}{'bg dB on/off':>14}{'rec dB on/off':>15}{'colour on/off':>15}"
-          f"{'IoU on/off':>12}{'time s on/off':>15}", flush=True)
+    print(
+        f"{torch.get_num_threads()} threads; bg PSNR outside the GT mask dilated by {a.dilate} px; "
+        f"overrides: {' '.join(a.overrides) or 'none'}",
+        flush=True,
+    )
+    print(
+        f"{'method':<13}{'clip, edit':<38}{'bg dB on/off':>14}{'rec dB on/off':>15}{'colour on/off':>15}"
+        f"{'IoU on/off':>12}{'time s on/off':>15}",
+        flush=True,
+    )
     for method in a.methods.split(","):
         for spec in specs:
             r = bench_clip(method, spec, work, judge, a.overrides, a.dilate)
             on, off = r["on"], r["off"]
-            print(f"{method:<13}{spec.name + ', ' + spec.colour + ' -> ' + spec.to:<38}"
-                  f"{on['bg']:>7.1f}/{off['bg']:<6.1f}{on['rec']:>8.1f}/{off['rec']:<6.1f}"
-                  f"{on['colour']:>8.0%}/{off['colour']:<6.0%}{on['iou']:>6.2f}/{off['iou']:<5.2f}"
-                  f"{on['time']:>8.0f}/{off['time']:<6.0f}", flush=True)
+            print(
+                f"{method:<13}{spec.name + ', ' + spec.colour + ' -> ' + spec.to:<38}"
+                f"{on['bg']:>7.1f}/{off['bg']:<6.1f}{on['rec']:>8.1f}/{off['rec']:<6.1f}"
+                f"{on['colour']:>8.0%}/{off['colour']:<6.0%}{on['iou']:>6.2f}/{off['iou']:<5.2f}"
+                f"{on['time']:>8.0f}/{off['time']:<6.0f}",
+                flush=True,
+            )
     print(f"outputs: {work}  (load: {_load()})")
 
 

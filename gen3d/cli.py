@@ -1,4 +1,5 @@
 """What launch.py does with its arguments: config layers, run directory, dispatch to a system."""
+
 from __future__ import annotations
 
 import argparse
@@ -15,9 +16,22 @@ from gen3d.utils.distributed import device_overrides, global_rank, inherited_run
 from gen3d.utils.rundir import check_writable, new_run_dir, slugify
 
 # command-line flag -> config key (applied only when the config has that key)
-FLAG_KEYS = {"prompt": "prompt", "model": "model", "seed": "seed", "steps": "trainer.max_steps",
-             "output": "output", "device": "device", "video": "video", "edit": "edit", "control": "control",
-             "particles": "particles", "frames": "frames", "stride": "stride", "start": "start", "size": "size"}
+FLAG_KEYS = {
+    "prompt": "prompt",
+    "model": "model",
+    "seed": "seed",
+    "steps": "trainer.max_steps",
+    "output": "output",
+    "device": "device",
+    "video": "video",
+    "edit": "edit",
+    "control": "control",
+    "particles": "particles",
+    "frames": "frames",
+    "stride": "stride",
+    "start": "start",
+    "size": "size",
+}
 
 
 def _load(ref: str):
@@ -77,7 +91,7 @@ def _find_resume(arg: str, yaml_cfg: dict, args: argparse.Namespace) -> tuple[Pa
         root = Path(args.output or yaml_cfg.get("output") or "outputs") / str(name)
         slug = slugify(prompt)
         runs = [d for d in root.glob(f"{slug}*") if (d / "config.yaml").is_file()] if root.is_dir() else []
-        runs = [d for d in runs if d.name == slug or d.name[len(slug):].lstrip("-").isdigit()]
+        runs = [d for d in runs if d.name == slug or d.name[len(slug) :].lstrip("-").isdigit()]
         if not runs:
             raise UserError(f"--resume: no run found under {root} for prompt '{prompt}'")
         return max(runs, key=lambda d: d.stat().st_mtime), None
@@ -113,8 +127,10 @@ def run_from_args(args: argparse.Namespace) -> dict:
             yaml_cfg = read_yaml(saved)
     system = yaml_cfg.get("system")
     if system_of(system) not in SYSTEMS:
-        raise UserError(f"config must name a system: 'system: <name>' with one of {', '.join(SYSTEMS.names())} "
-                        f"(or a method name: {', '.join(METHOD_ALIASES)}; got {system!r})")
+        raise UserError(
+            f"config must name a system: 'system: <name>' with one of {', '.join(SYSTEMS.names())} "
+            f"(or a method name: {', '.join(METHOD_ALIASES)}; got {system!r})"
+        )
     entry = SYSTEMS.get(system_of(system))
     schema_ref, run_ref, validate_ref = entry.schema, entry.run, entry.validate
     schema_cls = _load(schema_ref)

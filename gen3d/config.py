@@ -11,6 +11,7 @@ layers that the new type does not have are dropped (a stage switching from VSD t
 shared keys); keys a layer sets itself must belong to its type. A schema may name keys that
 moved (`MOVED_KEYS = {"old.key": "new.key"}`): using the old one is an error that names the new one.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -65,8 +66,9 @@ def _valid_keys(node: DictConfig, prefix: str = "") -> list[str]:
 def typed_section(schema_of: Callable[[str], type], default: str, type_key: str = "type") -> Any:
     """A dataclass field (annotate it `Any`) holding a section typed by its own `type_key` entry:
     schema_of(name) -> the section's dataclass (UserError for an unknown name)."""
-    return dataclasses.field(default_factory=lambda: {type_key: default},
-                             metadata={"schema_of": schema_of, "type_key": type_key})
+    return dataclasses.field(
+        default_factory=lambda: {type_key: default}, metadata={"schema_of": schema_of, "type_key": type_key}
+    )
 
 
 def _typed_sections(schema_cls: type) -> list[dataclasses.Field]:
@@ -151,8 +153,10 @@ def build_config(schema_cls: type, *layers: dict | list[str], prefix: str = "") 
             raise UserError(_explain(err, schema, prefix)) from None
         except (TypeError, ValueError) as err:  # e.g. indexing into a list field: stages[1].x=...
             keys = " ".join(raw) if isinstance(raw, list) else "the config"
-            raise UserError(f"cannot apply {keys}: {err} (a list such as 'stages' is replaced whole: "
-                            "stages=[{name: ..., overrides: {...}}, ...])") from None
+            raise UserError(
+                f"cannot apply {keys}: {err} (a list such as 'stages' is replaced whole: "
+                "stages=[{name: ..., overrides: {...}}, ...])"
+            ) from None
     return to_dataclass(merged, prefix)
 
 

@@ -6,6 +6,7 @@ is a YAML file: `system: text3d` plus its parts (representation, guidance.type, 
 Older configs name their method under `system:` (`dreamfusion`, `tuneavideo`, ...): those names are
 kept as aliases of the system they run on. Entries are "module:attr" references, imported on use.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,16 +22,26 @@ class SystemEntry:
 
 
 SYSTEMS: Registry[SystemEntry] = Registry("system")
-SYSTEMS.register("text3d", SystemEntry("gen3d.systems.config:Text3DConfig", "gen3d.systems.runner:run_text3d",
-                                       "gen3d.systems.validate:validate"))
+SYSTEMS.register(
+    "text3d",
+    SystemEntry(
+        "gen3d.systems.config:Text3DConfig", "gen3d.systems.runner:run_text3d", "gen3d.systems.validate:validate"
+    ),
+)
 SYSTEMS.register("video", SystemEntry("video.config:VideoEditConfig", "video.run:run_video", "video.run:validate"))
 SYSTEMS.register("builtin-prior", SystemEntry("gen3d.prior.train:PriorTrainConfig", "gen3d.prior.train:main"))
-SYSTEMS.register("builtin-controlnet", SystemEntry("gen3d.prior.controlnet:ControlNetTrainConfig",
-                                                   "gen3d.prior.controlnet:main"))
+SYSTEMS.register(
+    "builtin-controlnet", SystemEntry("gen3d.prior.controlnet:ControlNetTrainConfig", "gen3d.prior.controlnet:main")
+)
 
 # method names that older configs give as `system:`, and the system each runs on
-METHOD_ALIASES = {"dreamfusion": "text3d", "magic3d": "text3d", "prolificdreamer": "text3d",
-                  "tuneavideo": "video", "controlvideo": "video"}
+METHOD_ALIASES = {
+    "dreamfusion": "text3d",
+    "magic3d": "text3d",
+    "prolificdreamer": "text3d",
+    "tuneavideo": "video",
+    "controlvideo": "video",
+}
 
 
 def system_of(name: str | None) -> str | None:

@@ -5,6 +5,7 @@ A registry maps a name to an entry. Entries register themselves when their modul
 lookup, so adding a part is adding a file to that package (or importing one's own module before
 the run, e.g. in a test). Unknown names are a UserError naming the known ones and the nearest.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -27,6 +28,7 @@ class Registry(Generic[T]):
 
     def register(self, name: str, entry: T | None = None, replace: bool = False):
         """`register(name, entry)`, or `@register(name)` over a class or function (returned unchanged)."""
+
         def add(value: T) -> T:
             if name in self._entries and not replace and self._entries[name] is not value:
                 raise ValueError(f"{self.kind} '{name}' is registered twice")

@@ -86,10 +86,7 @@ def sample_corners(obj, image, n_max: int = 4000):
     col = np.clip(np.round(uv[pick, 0] * w - 0.5), 0, w - 1).astype(np.int64)
     row = np.clip(np.round(uv[pick, 1] * h - 0.5), 0, h - 1).astype(np.int64)
     colors = pixels[row, col, :3]
-    return [
-        {"position": world[v].tolist(), "color": c.tolist()}
-        for v, c in zip(vidx[pick], colors)
-    ]
+    return [{"position": world[v].tolist(), "color": c.tolist()} for v, c in zip(vidx[pick], colors)]
 
 
 def main() -> None:

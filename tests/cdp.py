@@ -1,5 +1,6 @@
 """A headless Chromium driven over the DevTools protocol (websocket-client): open a page, evaluate
 JavaScript, collect console errors and uncaught exceptions. Used by the report's browser test."""
+
 from __future__ import annotations
 
 import json
@@ -25,10 +26,23 @@ class Browser:
 
         self.profile = tempfile.mkdtemp(prefix="gen3d-chromium-")
         self.proc = subprocess.Popen(
-            [binary, "--headless=new", "--no-sandbox", "--no-first-run", "--no-default-browser-check",
-             "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--mute-audio",
-             "--remote-debugging-port=0", f"--user-data-dir={self.profile}", f"--window-size={width},{height}",
-             "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                binary,
+                "--headless=new",
+                "--no-sandbox",
+                "--no-first-run",
+                "--no-default-browser-check",
+                "--use-angle=swiftshader",
+                "--enable-unsafe-swiftshader",
+                "--mute-audio",
+                "--remote-debugging-port=0",
+                f"--user-data-dir={self.profile}",
+                f"--window-size={width},{height}",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         port_file = Path(self.profile) / "DevToolsActivePort"
         deadline = time.time() + timeout
         while not port_file.is_file() or not port_file.read_text().strip():

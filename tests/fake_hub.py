@@ -10,6 +10,7 @@ Repositories are folders on disk (`add_folder`) or an HTTP status (`add_status`:
 the connection (an interrupted transfer). Every request is recorded in `requests` as (method, path,
 Range header).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -54,8 +55,9 @@ class FakeHub:
 
     def add_folder(self, repo: str, folder: Path) -> None:
         folder = Path(folder)
-        self.repos[repo] = {p.relative_to(folder).as_posix(): p.read_bytes()
-                            for p in sorted(folder.rglob("*")) if p.is_file()}
+        self.repos[repo] = {
+            p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+        }
 
     def add_status(self, repo: str, status: int) -> None:
         self.status[repo] = status
@@ -74,12 +76,26 @@ class FakeHub:
                 return
             if what == "revision":
                 files = [{"rfilename": f} for f in self.repos[repo]]
-                return self._json(req, {"id": repo, "modelId": repo, "sha": self.sha(repo), "siblings": files,
-                                        "private": False, "gated": False})
+                return self._json(
+                    req,
+                    {
+                        "id": repo,
+                        "modelId": repo,
+                        "sha": self.sha(repo),
+                        "siblings": files,
+                        "private": False,
+                        "gated": False,
+                    },
+                )
             if what == "tree":
                 data = self.repos[repo]
-                return self._json(req, [{"type": "file", "path": f, "size": len(b),
-                                         "oid": hashlib.sha1(b).hexdigest()} for f, b in data.items()])
+                return self._json(
+                    req,
+                    [
+                        {"type": "file", "path": f, "size": len(b), "oid": hashlib.sha1(b).hexdigest()}
+                        for f, b in data.items()
+                    ],
+                )
         if len(parts) >= 5 and parts[2] == "resolve":
             repo, name = "/".join(parts[:2]), "/".join(parts[4:])
             if not self._exists(req, repo):

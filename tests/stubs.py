@@ -1,4 +1,5 @@
 """Test doubles: a Prior whose UNet's noise prediction is a known closed form."""
+
 from types import SimpleNamespace
 
 import torch
@@ -23,6 +24,13 @@ class StubUNet(torch.nn.Module):
 
 def stub_prior(prediction_type: str = "epsilon") -> Prior:
     """A pixel-space Prior (no VAE) with the stub UNet and a real DDPM schedule."""
-    return Prior(unet=StubUNet(), vae=None, text_encoder=None, tokenizer=None,
-                 scheduler=DDPMScheduler(num_train_timesteps=1000, prediction_type=prediction_type),
-                 path=".", device=torch.device("cpu"), dtype=torch.float32)
+    return Prior(
+        unet=StubUNet(),
+        vae=None,
+        text_encoder=None,
+        tokenizer=None,
+        scheduler=DDPMScheduler(num_train_timesteps=1000, prediction_type=prediction_type),
+        path=".",
+        device=torch.device("cpu"),
+        dtype=torch.float32,
+    )

@@ -24,8 +24,18 @@ TEXTURE = 128
 
 def run_blender(model: Path, out_dir: Path) -> dict:
     report = out_dir / f"{model.suffix[1:]}_report.json"
-    cmd = [BLENDER, "-b", "--factory-startup", "--python-exit-code", "1",
-           "--python", str(SCRIPT), "--", str(model), str(report)]
+    cmd = [
+        BLENDER,
+        "-b",
+        "--factory-startup",
+        "--python-exit-code",
+        "1",
+        "--python",
+        str(SCRIPT),
+        "--",
+        str(model),
+        str(report),
+    ]
     # Blender embeds the system Python and locates its standard library through PATH: put
     # Blender's own directory first so a pyenv/venv interpreter running pytest is not used.
     env = dict(os.environ, PATH=os.pathsep.join([str(Path(BLENDER).resolve().parent), os.environ["PATH"]]))

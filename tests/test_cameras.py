@@ -10,11 +10,16 @@ def _sample(n=256, **kw):
 
 
 def test_sampler_ranges():
-    cfg, cams = _sample(elevation_range=(-10.0, 45.0), azimuth_range=(-90.0, 120.0),
-                        distance_range=(2.0, 3.0), fovy_range=(30.0, 50.0))
+    cfg, cams = _sample(
+        elevation_range=(-10.0, 45.0), azimuth_range=(-90.0, 120.0), distance_range=(2.0, 3.0), fovy_range=(30.0, 50.0)
+    )
     assert len(cams) == 256
-    for values, (lo, hi) in ((cams.elevation, cfg.elevation_range), (cams.azimuth, cfg.azimuth_range),
-                             (cams.distance, cfg.distance_range), (torch.rad2deg(cams.fovy), cfg.fovy_range)):
+    for values, (lo, hi) in (
+        (cams.elevation, cfg.elevation_range),
+        (cams.azimuth, cfg.azimuth_range),
+        (cams.distance, cfg.distance_range),
+        (torch.rad2deg(cams.fovy), cfg.fovy_range),
+    ):
         assert values.min() >= lo - 1e-4 and values.max() <= hi + 1e-4
         assert values.max() - values.min() > 0.5 * (hi - lo)  # actually spread over the range
     assert torch.allclose(cams.c2w[:, :3, 3].norm(dim=-1), cams.distance, atol=1e-5)

@@ -23,14 +23,18 @@ class Outer:
 
 
 def test_merge_and_overrides():
-    cfg = build_config(Outer, {"steps": 5}, ["guidance.guidance_scale=7.5", "guidance.max_step_percent=[0,0.98,0.5,100]"])
+    cfg = build_config(
+        Outer, {"steps": 5}, ["guidance.guidance_scale=7.5", "guidance.max_step_percent=[0,0.98,0.5,100]"]
+    )
     assert cfg.steps == 5 and cfg.guidance.guidance_scale == 7.5
     assert cfg.guidance.max_step_percent == [0, 0.98, 0.5, 100]
     assert isinstance(cfg.guidance.max_step_percent, list)
 
 
 def test_unknown_key_suggests_nearest():
-    with pytest.raises(UserError, match=r"unknown config key 'guidance.guidance_scal' \(did you mean 'guidance.guidance_scale'\?\)"):
+    with pytest.raises(
+        UserError, match=r"unknown config key 'guidance.guidance_scal' \(did you mean 'guidance.guidance_scale'\?\)"
+    ):
         build_config(Outer, ["guidance.guidance_scal=3"])
     with pytest.raises(UserError, match=r"unknown config key 'stepz'.*'steps'"):
         build_config(Outer, {"stepz": 3})
@@ -70,8 +74,17 @@ def test_config_path_resolution():
 def test_override_into_a_list_field_is_a_one_line_error(capsys, tmp_path):
     import launch
 
-    code = launch.main(["--config", "magic3d.yaml", "--prompt", "a red cube", "--output", str(tmp_path),
-                        "stages[1].overrides.optimizer.lr_offsets=0.00002"])
+    code = launch.main(
+        [
+            "--config",
+            "magic3d.yaml",
+            "--prompt",
+            "a red cube",
+            "--output",
+            str(tmp_path),
+            "stages[1].overrides.optimizer.lr_offsets=0.00002",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: cannot apply stages[1]") and err.count("\n") == 1
     assert not any(tmp_path.iterdir())

@@ -1,5 +1,6 @@
 """The builtin prior's canny ControlNet: zero-initialised residuals, training touches only the
 ControlNet, the saved folder loads, checkpoints resume (all on a tiny random pipeline)."""
+
 import random
 from pathlib import Path
 
@@ -59,9 +60,16 @@ def test_training_moves_only_the_controlnet_lowers_loss_and_resumes(tiny_pipelin
     from diffusers import ControlNetModel
 
     cfg = ControlNetTrainConfig(
-        prior=str(tiny_pipeline), data=PriorDataConfig(n_images=8, seed=3, cache_dir=str(tmp_path / "data")),
-        steps=30, batch_size=8, lr=2e-3, warmup_steps=1, max_minutes=3.0, output_dir=str(tmp_path / "cn"),
-        progress_bar=False)
+        prior=str(tiny_pipeline),
+        data=PriorDataConfig(n_images=8, seed=3, cache_dir=str(tmp_path / "data")),
+        steps=30,
+        batch_size=8,
+        lr=2e-3,
+        warmup_steps=1,
+        max_minutes=3.0,
+        output_dir=str(tmp_path / "cn"),
+        progress_bar=False,
+    )
     prior = load_prior(str(tiny_pipeline))
     unet_before = {k: v.clone() for k, v in prior.unet.state_dict().items()}
     out = main(cfg, tmp_path / "run")
@@ -84,8 +92,10 @@ def test_training_moves_only_the_controlnet_lowers_loss_and_resumes(tiny_pipelin
     def loss(net):
         torch.manual_seed(0)
         with torch.no_grad():
-            return float(ControlNetModule(net, fresh, cfg).loss(lat.repeat(8, 1, 1, 1), captions * 8,
-                                                                cond.repeat(8, 1, 1, 1)))
+            return float(
+                ControlNetModule(net, fresh, cfg).loss(lat.repeat(8, 1, 1, 1), captions * 8, cond.repeat(8, 1, 1, 1))
+            )
+
     assert loss(trained) < 0.97 * loss(build_controlnet(fresh.unet, cfg))
 
     # resume: continues from last.ckpt up to the new step count

@@ -1,5 +1,6 @@
 """CUDA paths (skipped without a GPU): nerfacc's packed sampler against the pure-PyTorch one,
 half-precision priors for SDS and VSD, and short text-to-3D runs on the GPU."""
+
 import pytest
 import torch
 
@@ -45,7 +46,9 @@ def test_half_precision_vsd_step(tiny_pipeline, dtype):
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in lora)
 
 
-@pytest.mark.parametrize("config, precision", [("dreamfusion.yaml", "16-mixed"), ("prolificdreamer.yaml", "bf16-mixed")])
+@pytest.mark.parametrize(
+    "config, precision", [("dreamfusion.yaml", "16-mixed"), ("prolificdreamer.yaml", "bf16-mixed")]
+)
 def test_text3d_runs_on_cuda(tiny_pipeline, tmp_path, monkeypatch, config, precision):
     try:
         import imageio_ffmpeg  # noqa: F401
@@ -53,12 +56,31 @@ def test_text3d_runs_on_cuda(tiny_pipeline, tmp_path, monkeypatch, config, preci
         import gen3d.systems.runner as runner
 
         monkeypatch.setattr(runner, "write_video", lambda path, frames, fps: path)
-    steps = ["trainer.max_steps=4", "trainer.checkpoint_every=2", "trainer.preview_every=2", "export.resolution=32",
-             f"trainer.precision={precision}", "turntable.n_views=2"]
+    steps = [
+        "trainer.max_steps=4",
+        "trainer.checkpoint_every=2",
+        "trainer.preview_every=2",
+        "export.resolution=32",
+        f"trainer.precision={precision}",
+        "turntable.n_views=2",
+    ]
     if config == "prolificdreamer.yaml":
         steps = ["stages=[{name: nerf, overrides: {trainer: {max_steps: 4}}}]", *steps[1:]]
-    code = launch.main(["--config", config, "--prompt", "a red cube", "--model", str(tiny_pipeline), "--device", "cuda",
-                        "--output", str(tmp_path), *steps])
+    code = launch.main(
+        [
+            "--config",
+            config,
+            "--prompt",
+            "a red cube",
+            "--model",
+            str(tiny_pipeline),
+            "--device",
+            "cuda",
+            "--output",
+            str(tmp_path),
+            *steps,
+        ]
+    )
     assert code == 0
     glb = list(tmp_path.rglob("model.glb"))
     assert len(glb) == 1 and glb[0].stat().st_size > 0

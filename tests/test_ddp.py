@@ -1,4 +1,5 @@
 """Multi-process runs on CPU (DDP over gloo), as CI can run them: `--device cpu --devices 2`."""
+
 import os
 import subprocess
 import sys
@@ -9,26 +10,46 @@ import pytest
 import launch
 
 ROOT = Path(launch.__file__).parent
-TINY = ["camera.height=32", "camera.width=32", "export.resolution=40", "export.texture_size=64",
-        "turntable.n_views=2", "turntable.resolution=32", "mesh.resolution=40", "trainer.preview_every=0"]
-PD_STAGES = ("stages=[{name: nerf, overrides: {trainer: {max_steps: 6}}}, "
-             "{name: geometry, overrides: {representation: mesh, force_shading: normal, train_texture: false, "
-             "guidance: {type: sds}, trainer: {max_steps: 3}}}, "
-             "{name: texture, overrides: {representation: mesh, train_geometry: false, trainer: {max_steps: 3}}}]")
+TINY = [
+    "camera.height=32",
+    "camera.width=32",
+    "export.resolution=40",
+    "export.texture_size=64",
+    "turntable.n_views=2",
+    "turntable.resolution=32",
+    "mesh.resolution=40",
+    "trainer.preview_every=0",
+]
+PD_STAGES = (
+    "stages=[{name: nerf, overrides: {trainer: {max_steps: 6}}}, "
+    "{name: geometry, overrides: {representation: mesh, force_shading: normal, train_texture: false, "
+    "guidance: {type: sds}, trainer: {max_steps: 3}}}, "
+    "{name: texture, overrides: {representation: mesh, train_geometry: false, trainer: {max_steps: 3}}}]"
+)
 
 
 def launch_procs(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("GEN3D_RUN_DIR", None)
-    proc = subprocess.run([sys.executable, "launch.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "launch.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
 
 def test_dreamfusion_two_processes_then_resume_with_one(tiny_pipeline, tmp_path):
-    common = ["--config", "dreamfusion.yaml", "--prompt", "a red cube", "--model", str(tiny_pipeline),
-              "--output", str(tmp_path), *TINY]
+    common = [
+        "--config",
+        "dreamfusion.yaml",
+        "--prompt",
+        "a red cube",
+        "--model",
+        str(tiny_pipeline),
+        "--output",
+        str(tmp_path),
+        *TINY,
+    ]
     launch_procs(*common, "--device", "cpu", "--devices", "2", "--steps", "6")
     runs = list((tmp_path / "dreamfusion").iterdir())
     assert [r.name for r in runs] == ["a-red-cube"]  # exactly one run directory
@@ -48,8 +69,24 @@ def test_dreamfusion_two_processes_then_resume_with_one(tiny_pipeline, tmp_path)
 def test_prolificdreamer_particles_over_two_processes(tiny_pipeline, tmp_path):
     import torch
 
-    launch_procs("--config", "prolificdreamer.yaml", "--prompt", "a red cube", "--model", str(tiny_pipeline),
-                 "--output", str(tmp_path), "--device", "cpu", "--devices", "2", "--particles", "2", *TINY, PD_STAGES)
+    launch_procs(
+        "--config",
+        "prolificdreamer.yaml",
+        "--prompt",
+        "a red cube",
+        "--model",
+        str(tiny_pipeline),
+        "--output",
+        str(tmp_path),
+        "--device",
+        "cpu",
+        "--devices",
+        "2",
+        "--particles",
+        "2",
+        *TINY,
+        PD_STAGES,
+    )
     runs = list((tmp_path / "prolificdreamer").iterdir())
     assert len(runs) == 1
     log = (runs[0] / "log.txt").read_text()
@@ -65,8 +102,19 @@ def test_prolificdreamer_particles_over_two_processes(tiny_pipeline, tmp_path):
 def test_particles_resume_on_another_number_of_processes(tiny_pipeline, tmp_path):
     import torch
 
-    common = ["--config", "dreamfusion.yaml", "--prompt", "a red cube", "--model", str(tiny_pipeline),
-              "--output", str(tmp_path), "--particles", "2", *TINY]
+    common = [
+        "--config",
+        "dreamfusion.yaml",
+        "--prompt",
+        "a red cube",
+        "--model",
+        str(tiny_pipeline),
+        "--output",
+        str(tmp_path),
+        "--particles",
+        "2",
+        *TINY,
+    ]
     launch_procs(*common, "--device", "cpu", "--devices", "2", "--steps", "4")
     run_dir = next((tmp_path / "dreamfusion").iterdir())
     before = torch.load(run_dir / "ckpts" / "last.ckpt", weights_only=True)["state_dict"]
@@ -80,12 +128,17 @@ def test_particles_resume_on_another_number_of_processes(tiny_pipeline, tmp_path
         assert (run_dir / "export" / f"particle-{i}" / "model.glb").is_file()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--gpus", "0,1"], "--gpus needs CUDA"),
-    (["--devices", "0"], "--devices must be at least 1"),
-    (["--config", "prolificdreamer.yaml", "--device", "cpu", "--devices", "2", "--particles", "3"],
-     "--particles 3 does not divide over 2 processes"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--gpus", "0,1"], "--gpus needs CUDA"),
+        (["--devices", "0"], "--devices must be at least 1"),
+        (
+            ["--config", "prolificdreamer.yaml", "--device", "cpu", "--devices", "2", "--particles", "3"],
+            "--particles 3 does not divide over 2 processes",
+        ),
+    ],
+)
 def test_device_errors(args, message, capsys, tmp_path):
     if "--gpus" in args:
         import torch
@@ -105,9 +158,28 @@ def test_video_two_processes(tiny_pipeline, controlnet, tmp_path, method):
     clip = tmp_path / "clip.mp4"
     write_video(clip, moving_shape(8, 64, "sphere", "blue").permute(0, 2, 3, 1), fps=8)
     extra = ["--control", "canny", f"controlnet={controlnet}"] if method == "controlvideo" else []
-    launch_procs("--config", f"{method}.yaml", "--video", str(clip), "--prompt", "a blue sphere", "--edit", "a red sphere",
-                 "--model", str(tiny_pipeline), "--output", str(tmp_path / "out"), "--device", "cpu", "--devices", "2",
-                 "trainer.max_steps=4", "sampling.steps=3", "sampling.inversion_steps=3", *extra)
+    launch_procs(
+        "--config",
+        f"{method}.yaml",
+        "--video",
+        str(clip),
+        "--prompt",
+        "a blue sphere",
+        "--edit",
+        "a red sphere",
+        "--model",
+        str(tiny_pipeline),
+        "--output",
+        str(tmp_path / "out"),
+        "--device",
+        "cpu",
+        "--devices",
+        "2",
+        "trainer.max_steps=4",
+        "sampling.steps=3",
+        "sampling.inversion_steps=3",
+        *extra,
+    )
     runs = list((tmp_path / "out" / method).iterdir())
     assert len(runs) == 1
     assert "ddp: parameters identical across 2 ranks" in (runs[0] / "log.txt").read_text()
@@ -117,8 +189,22 @@ def test_video_two_processes(tiny_pipeline, controlnet, tmp_path, method):
 def test_magic3d_two_processes(tiny_pipeline, tmp_path):
     from tests.test_methods import M3_STAGES
 
-    launch_procs("--config", "magic3d.yaml", "--prompt", "a red cube", "--model", str(tiny_pipeline),
-                 "--output", str(tmp_path), "--device", "cpu", "--devices", "2", *TINY, M3_STAGES)
+    launch_procs(
+        "--config",
+        "magic3d.yaml",
+        "--prompt",
+        "a red cube",
+        "--model",
+        str(tiny_pipeline),
+        "--output",
+        str(tmp_path),
+        "--device",
+        "cpu",
+        "--devices",
+        "2",
+        *TINY,
+        M3_STAGES,
+    )
     runs = list((tmp_path / "magic3d").iterdir())
     assert len(runs) == 1
     assert (runs[0] / "log.txt").read_text().count("ddp: parameters identical across 2 ranks") == 2
@@ -133,15 +219,50 @@ def test_slurm_tasks_share_one_run(tiny_pipeline, tmp_path):
     job = str(random.randint(1000, 9999))
     procs = []
     for rank in range(2):
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "SLURM_JOB_ID": job, "SLURM_JOB_NAME": "gen3d",
-               "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank), "SLURM_NODEID": "0", "SLURM_NTASKS": "2",
-               "SLURM_NTASKS_PER_NODE": "2", "SLURM_NNODES": "1", "SLURM_JOB_NUM_NODES": "1",
-               "SLURM_NODELIST": "localhost", "SLURM_STEP_NODELIST": "localhost"}
+        env = {
+            **os.environ,
+            "OMP_NUM_THREADS": "1",
+            "SLURM_JOB_ID": job,
+            "SLURM_JOB_NAME": "gen3d",
+            "SLURM_PROCID": str(rank),
+            "SLURM_LOCALID": str(rank),
+            "SLURM_NODEID": "0",
+            "SLURM_NTASKS": "2",
+            "SLURM_NTASKS_PER_NODE": "2",
+            "SLURM_NNODES": "1",
+            "SLURM_JOB_NUM_NODES": "1",
+            "SLURM_NODELIST": "localhost",
+            "SLURM_STEP_NODELIST": "localhost",
+        }
         env.pop("GEN3D_RUN_DIR", None)
-        procs.append(subprocess.Popen(
-            [sys.executable, "launch.py", "--config", "dreamfusion.yaml", "--prompt", "a red cube", "--model",
-             str(tiny_pipeline), "--output", str(tmp_path), "--device", "cpu", "--devices", "2", "--steps", "4", *TINY],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "launch.py",
+                    "--config",
+                    "dreamfusion.yaml",
+                    "--prompt",
+                    "a red cube",
+                    "--model",
+                    str(tiny_pipeline),
+                    "--output",
+                    str(tmp_path),
+                    "--device",
+                    "cpu",
+                    "--devices",
+                    "2",
+                    "--steps",
+                    "4",
+                    *TINY,
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     for p in procs:
         _, err = p.communicate(timeout=600)
         assert p.returncode == 0, err[-3000:]

@@ -1,4 +1,5 @@
 """gen3d.utils.device: one device decision for 3D and video configs."""
+
 from types import SimpleNamespace
 
 import pytest

@@ -59,8 +59,11 @@ def test_ray_bake_reads_the_colour_behind_a_displaced_surface():
     albedo is blue, inside red: the ray bake gives red, the surface value blue."""
     pts = torch.nn.functional.normalize(torch.randn(200, 3), dim=-1).numpy() * 0.6
     density = lambda p: 200.0 * (p.norm(dim=-1) < 0.57).float()  # noqa: E731
-    albedo = lambda p: torch.where((p.norm(dim=-1) < 0.585)[:, None], torch.tensor([0.9, 0.1, 0.1]),  # noqa: E731
-                                   torch.tensor([0.1, 0.1, 0.9]))
+    albedo = lambda p: torch.where(
+        (p.norm(dim=-1) < 0.585)[:, None],
+        torch.tensor([0.9, 0.1, 0.1]),  # noqa: E731
+        torch.tensor([0.1, 0.1, 0.9]),
+    )
     out = ray_albedo(pts, pts / 0.6, density, albedo, depth=0.05, n_samples=16, chunk_size=4096)
     assert np.allclose(out, [0.9, 0.1, 0.1], atol=1e-4)
     assert np.allclose(albedo(torch.from_numpy(pts).float()).numpy(), [0.1, 0.1, 0.9])

@@ -5,6 +5,7 @@ stage's trained weights, and the exported mesh's size and vertex sum.
 Regenerate (only for an intended change of behaviour):
     OMP_NUM_THREADS=1 python -m tests.test_golden tests/golden_methods.json
 """
+
 import json
 import logging
 import math
@@ -17,23 +18,48 @@ import torch
 import trimesh
 
 GOLDEN = Path(__file__).with_name("golden_methods.json")
-TINY = ["camera.height=32", "camera.width=32", "export.resolution=40", "export.texture_size=64",
-        "turntable.n_views=2", "turntable.resolution=32", "mesh.resolution=40", "trainer.preview_every=0",
-        "trainer.log_every=1", "prompt_processor.cache_dir=null", "renderer.num_samples_per_ray=24",
-        "geometry.hash_grid.n_levels=4", "geometry.hash_grid.log2_hashmap_size=12"]
+TINY = [
+    "camera.height=32",
+    "camera.width=32",
+    "export.resolution=40",
+    "export.texture_size=64",
+    "turntable.n_views=2",
+    "turntable.resolution=32",
+    "mesh.resolution=40",
+    "trainer.preview_every=0",
+    "trainer.log_every=1",
+    "prompt_processor.cache_dir=null",
+    "renderer.num_samples_per_ray=24",
+    "geometry.hash_grid.n_levels=4",
+    "geometry.hash_grid.log2_hashmap_size=12",
+]
 RUNS = {
     "dreamfusion": ["--config", "dreamfusion.yaml", "--steps", "4"],
-    "latent-nerf": ["--config", "dreamfusion.yaml", "--steps", "3", "rgb_as_latents=true", "background.type=mlp",
-                    "camera.height=16", "camera.width=16"],
-    "magic3d": ["--config", "magic3d.yaml",
-                "stages=[{name: coarse, overrides: {trainer: {max_steps: 4}}}, {name: refine, overrides: "
-                "{representation: mesh, camera: {height: 48, width: 48}, trainer: {max_steps: 2}}}]"],
-    "prolificdreamer": ["--config", "prolificdreamer.yaml",
-                        "stages=[{name: nerf, overrides: {trainer: {max_steps: 3}}}, {name: geometry, overrides: "
-                        "{representation: mesh, force_shading: normal, train_texture: false, guidance: {type: sds}, "
-                        "loss: {normal_consistency: 10.0, laplacian: 10.0}, trainer: {max_steps: 2}}}, "
-                        "{name: texture, overrides: {representation: mesh, train_geometry: false, "
-                        "trainer: {max_steps: 2}}}]"],
+    "latent-nerf": [
+        "--config",
+        "dreamfusion.yaml",
+        "--steps",
+        "3",
+        "rgb_as_latents=true",
+        "background.type=mlp",
+        "camera.height=16",
+        "camera.width=16",
+    ],
+    "magic3d": [
+        "--config",
+        "magic3d.yaml",
+        "stages=[{name: coarse, overrides: {trainer: {max_steps: 4}}}, {name: refine, overrides: "
+        "{representation: mesh, camera: {height: 48, width: 48}, trainer: {max_steps: 2}}}]",
+    ],
+    "prolificdreamer": [
+        "--config",
+        "prolificdreamer.yaml",
+        "stages=[{name: nerf, overrides: {trainer: {max_steps: 3}}}, {name: geometry, overrides: "
+        "{representation: mesh, force_shading: normal, train_texture: false, guidance: {type: sds}, "
+        "loss: {normal_consistency: 10.0, laplacian: 10.0}, trainer: {max_steps: 2}}}, "
+        "{name: texture, overrides: {representation: mesh, train_geometry: false, "
+        "trainer: {max_steps: 2}}}]",
+    ],
 }
 STEP_LINE = re.compile(r"^\[(\w+)\] step (\d+) .*\bloss=(\S+)")
 
@@ -57,8 +83,11 @@ def figures(method: str, model: Path, out: Path) -> dict:
     old_level = logger.level
     logger.setLevel(logging.INFO)
     try:
-        run_from_args(launch.parse_args([*RUNS[method], "--prompt", "a red cube", "--model", str(model),
-                                         "--output", str(out), *TINY]))
+        run_from_args(
+            launch.parse_args(
+                [*RUNS[method], "--prompt", "a red cube", "--model", str(model), "--output", str(out), *TINY]
+            )
+        )
     finally:
         logger.removeHandler(handler)
         logger.setLevel(old_level)
@@ -68,11 +97,19 @@ def figures(method: str, model: Path, out: Path) -> dict:
     for ckpt in sorted(run_dir.glob("ckpts/**/last.ckpt")):
         state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
         weights[str(ckpt.parent.relative_to(run_dir))] = {
-            "n_tensors": len(state), "abs_sum": float(sum(v.double().abs().sum() for v in state.values() if v.is_floating_point()))}
+            "n_tensors": len(state),
+            "abs_sum": float(sum(v.double().abs().sum() for v in state.values() if v.is_floating_point())),
+        }
     mesh = trimesh.load(run_dir / "export" / "model.obj", force="mesh", process=False)
-    return {"losses": losses, "weights": weights,
-            "export": {"n_vertices": len(mesh.vertices), "n_faces": len(mesh.faces),
-                       "vertex_sum": float(abs(mesh.vertices).sum())}}
+    return {
+        "losses": losses,
+        "weights": weights,
+        "export": {
+            "n_vertices": len(mesh.vertices),
+            "n_faces": len(mesh.faces),
+            "vertex_sum": float(abs(mesh.vertices).sum()),
+        },
+    }
 
 
 def _close(a: float, b: float, rel: float) -> bool:

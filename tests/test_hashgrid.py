@@ -72,7 +72,7 @@ def test_grid_vertices_reproduce_table_entries():
     for l in range(plan.n_levels):
         s, r, off = plan.scales[l], plan.res[l], plan.offsets[l]
         v = (2, 3, 1)
-        y = g(_vertex_x(v, s))[0, l * F:(l + 1) * F]
+        y = g(_vertex_x(v, s))[0, l * F : (l + 1) * F]
         if plan.dense[l]:
             row = v[0] + v[1] * r + v[2] * r * r
         else:

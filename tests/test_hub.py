@@ -1,4 +1,5 @@
 """Hub ids: first-use download from a fake hub on 127.0.0.1, resumed transfers, one-line errors, the cache."""
+
 import subprocess
 import sys
 import time
@@ -40,8 +41,16 @@ def test_needed_files_skip_duplicates_and_safety_checker(sd15_all):
 
     need = needed_files("x/y", files, json.loads((sd15_all / "model_index.json").read_text()))
     assert "unet/diffusion_pytorch_model.fp16.safetensors" in need and "text_encoder/model.fp16.safetensors" in need
-    assert not [f for f in need if f.endswith((".ckpt", ".bin")) or "non_ema" in f or "safety_checker" in f
-                or "feature_extractor" in f or "/" not in f and f != "model_index.json"]
+    assert not [
+        f
+        for f in need
+        if f.endswith((".ckpt", ".bin"))
+        or "non_ema" in f
+        or "safety_checker" in f
+        or "feature_extractor" in f
+        or "/" not in f
+        and f != "model_index.json"
+    ]
     assert {"tokenizer/vocab.json", "scheduler/scheduler_config.json", "unet/config.json"} <= set(need)
 
 
@@ -62,8 +71,9 @@ def test_first_use_download_resumes_an_interrupted_transfer(sd15_all, online, mo
         ranges = [r for m, p, r in fake.requests if r and p.endswith("unet/diffusion_pytorch_model.fp16.safetensors")]
     assert path.is_relative_to(online) and (online / "models--org--sd15" / "refs" / "main").is_file()
     assert ranges == [f"bytes={(size // 3) & ~0xFFFF}-"]  # resumed from the bytes already received
-    assert (path / "unet" / "diffusion_pytorch_model.fp16.safetensors").read_bytes() == \
-        (sd15_all / "unet" / "diffusion_pytorch_model.fp16.safetensors").read_bytes()
+    assert (path / "unet" / "diffusion_pytorch_model.fp16.safetensors").read_bytes() == (
+        sd15_all / "unet" / "diffusion_pytorch_model.fp16.safetensors"
+    ).read_bytes()
     assert not [p for p in got if p.endswith(".ckpt") or ".bin" in p or "safety_checker" in p]
     assert not (path / "safety_checker").exists() and not (path / "v1-5-pruned.ckpt").exists()
     # the hub is gone now: the cached snapshot is used without any request
@@ -112,7 +122,9 @@ def test_unreachable_hub_says_what_to_do_within_seconds(how, online, monkeypatch
     assert time.monotonic() - start < 30
     assert "\n" not in msg and "--model builtin" in msg
     if how != "default-endpoint":
-        assert "not in the Hugging Face cache" in msg and "python -m gen3d.diffusion.hub gen3d-tests/no-such-model" in msg
+        assert (
+            "not in the Hugging Face cache" in msg and "python -m gen3d.diffusion.hub gen3d-tests/no-such-model" in msg
+        )
     assert not online.exists()
 
 
@@ -129,11 +141,31 @@ def test_hf_cache_layout_addressed_by_hub_id(tmp_path, monkeypatch):
 def test_launch_with_a_missing_repo_exits_2_and_writes_nothing(tmp_path):
     with FakeHub() as fake:
         fake.add_status("org/nope", 404)
-        env = {**__import__("os").environ, "HF_ENDPOINT": fake.url, "HF_HUB_OFFLINE": "0",
-               "HF_HUB_CACHE": str(tmp_path / "cache")}
-        proc = subprocess.run([sys.executable, "launch.py", "--config", "dreamfusion.yaml", "--prompt", "a pineapple",
-                               "--model", "org/nope", "--output", str(tmp_path / "o")],
-                              capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+        env = {
+            **__import__("os").environ,
+            "HF_ENDPOINT": fake.url,
+            "HF_HUB_OFFLINE": "0",
+            "HF_HUB_CACHE": str(tmp_path / "cache"),
+        }
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "launch.py",
+                "--config",
+                "dreamfusion.yaml",
+                "--prompt",
+                "a pineapple",
+                "--model",
+                "org/nope",
+                "--output",
+                str(tmp_path / "o"),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env=env,
+            timeout=120,
+        )
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: model 'org/nope'") and "does not exist" in lines[0]

@@ -1,5 +1,6 @@
 """The import graph of gen3d/, video/ and launch.py, from every import statement (function-local ones
 included, read with `ast`): no cycles, and the 3D framework never imports the video package."""
+
 from __future__ import annotations
 
 import ast

@@ -1,5 +1,6 @@
 """rgb_as_latents (Latent-NeRF): the NeRF renders the prior's latents, the guidance takes them as they
 are, people get RGB (VAE-decoded views, a texture through a fitted linear latent -> RGB map)."""
+
 import json
 import shutil
 from pathlib import Path
@@ -20,9 +21,19 @@ from gen3d.render.background import BackgroundConfig, make_background
 from gen3d.render.cameras import turntable
 from gen3d.render.volume import RendererConfig, VolumeRenderer
 
-TINY = ["camera.height=16", "camera.width=16", "renderer.num_samples_per_ray=24", "export.resolution=40",
-        "export.texture_size=64", "turntable.n_views=2", "turntable.resolution=32", "trainer.checkpoint_every=100",
-        "prompt_processor.cache_dir=null", "geometry.hash_grid.n_levels=4", "geometry.hash_grid.log2_hashmap_size=12"]
+TINY = [
+    "camera.height=16",
+    "camera.width=16",
+    "renderer.num_samples_per_ray=24",
+    "export.resolution=40",
+    "export.texture_size=64",
+    "turntable.n_views=2",
+    "turntable.resolution=32",
+    "trainer.checkpoint_every=100",
+    "prompt_processor.cache_dir=null",
+    "geometry.hash_grid.n_levels=4",
+    "geometry.hash_grid.log2_hashmap_size=12",
+]
 
 
 def test_linear_latent_to_rgb_fit_recovers_a_known_map():
@@ -54,8 +65,11 @@ def test_guidance_takes_rendered_latents_and_grads_reach_the_latent_albedo(tiny_
     torch.manual_seed(0)
     geo_cfg = ImplicitVolumeConfig(hash_grid=HashGridConfig(n_levels=4, log2_hashmap_size=12), encoding_backend="torch")
     field = ImplicitVolume(geo_cfg, latent_channels=channels)
-    scene = VolumeRenderer(RendererConfig(num_samples_per_ray=24, use_nerfacc="never"), field,
-                           make_background(BackgroundConfig(), channels)).train()
+    scene = VolumeRenderer(
+        RendererConfig(num_samples_per_ray=24, use_nerfacc="never"),
+        field,
+        make_background(BackgroundConfig(), channels),
+    ).train()
     cams = turntable(2, 15.0, 2.3, 50.0, size, size)
     out = scene(cams, shading="albedo")
     latents = out["comp_rgb"].permute(0, 3, 1, 2)
@@ -76,20 +90,43 @@ def test_guidance_takes_rendered_latents_and_grads_reach_the_latent_albedo(tiny_
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in scene.background.parameters())
     # renders at another size are resized to the UNet's (differentiably)
     small = scene(turntable(1, 15.0, 2.3, 50.0, size // 2, size // 2), shading="albedo")["comp_rgb"]
-    assert torch.isfinite(SDSGuidance(prior, GuidanceConfig()).loss_from_latents(
-        small.permute(0, 3, 1, 2), cond[:1], uncond[:1], step=0)["loss"])
+    assert torch.isfinite(
+        SDSGuidance(prior, GuidanceConfig()).loss_from_latents(small.permute(0, 3, 1, 2), cond[:1], uncond[:1], step=0)[
+            "loss"
+        ]
+    )
 
 
 def test_rgb_as_latents_end_to_end_exports_a_textured_mesh(tiny_pipeline, tmp_path, capsys):
     out = tmp_path / "outputs"
-    args = ["--config", "dreamfusion.yaml", "--prompt", "a red cube", "--model", str(tiny_pipeline), "--steps", "4",
-            "--output", str(out), "rgb_as_latents=true", "background.type=mlp", "trainer.preview_every=2", *TINY]
+    args = [
+        "--config",
+        "dreamfusion.yaml",
+        "--prompt",
+        "a red cube",
+        "--model",
+        str(tiny_pipeline),
+        "--steps",
+        "4",
+        "--output",
+        str(out),
+        "rgb_as_latents=true",
+        "background.type=mlp",
+        "trainer.preview_every=2",
+        *TINY,
+    ]
     result = run_from_args(launch.parse_args(args))
     run_dir = out / "dreamfusion" / "a-red-cube"
     assert Path(result["run_dir"]) == run_dir
     assert result["first_loss"] != pytest.approx(result["last_loss"])
-    for rel in ["previews/step-000002.png", "video/turntable.mp4", "export/model.obj", "export/model.mtl",
-                "export/model.png", "export/model.glb"]:
+    for rel in [
+        "previews/step-000002.png",
+        "video/turntable.mp4",
+        "export/model.obj",
+        "export/model.mtl",
+        "export/model.png",
+        "export/model.glb",
+    ]:
         assert (run_dir / rel).is_file(), rel
     state = torch.load(run_dir / "ckpts" / "last.ckpt", weights_only=True)["state_dict"]
     head = [k for k in state if k.startswith("scenes.") and k.endswith("geometry.mlp.2.weight")]
@@ -120,20 +157,37 @@ def pixel_prior(tiny_pipeline: Path, dest: Path) -> Path:
     return dest
 
 
-@pytest.mark.parametrize("extra, message", [
-    ([], "has no VAE: rgb_as_latents needs a latent diffusion prior"),
-    (["--config", "magic3d.yaml"], "rgb_as_latents works on NeRF (volume) stages only"),
-    (["background.type=solid"], "rgb_as_latents needs background.type=mlp"),
-    (["force_shading=normal"], "albedo shading only"),
-    (["stages=[{name: a, overrides: {}}, {name: b, overrides: {rgb_as_latents: false}}]"],
-     "rgb_as_latents must be the same in every stage"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ([], "has no VAE: rgb_as_latents needs a latent diffusion prior"),
+        (["--config", "magic3d.yaml"], "rgb_as_latents works on NeRF (volume) stages only"),
+        (["background.type=solid"], "rgb_as_latents needs background.type=mlp"),
+        (["force_shading=normal"], "albedo shading only"),
+        (
+            ["stages=[{name: a, overrides: {}}, {name: b, overrides: {rgb_as_latents: false}}]"],
+            "rgb_as_latents must be the same in every stage",
+        ),
+    ],
+)
 def test_rgb_as_latents_bad_input_is_one_line_exit_2(tiny_pipeline, tmp_path, capsys, extra, message):
     model = pixel_prior(tiny_pipeline, tmp_path / "pixel") if not extra else tiny_pipeline
     assert not model_info(str(model)).has_vae or extra
     config = [] if "--config" in extra else ["--config", "dreamfusion.yaml"]
-    code = launch.main([*config, "--prompt", "a red cube", "--model", str(model), "--output", str(tmp_path / "o"),
-                        "rgb_as_latents=true", "background.type=mlp", *extra])
+    code = launch.main(
+        [
+            *config,
+            "--prompt",
+            "a red cube",
+            "--model",
+            str(model),
+            "--output",
+            str(tmp_path / "o"),
+            "rgb_as_latents=true",
+            "background.type=mlp",
+            *extra,
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert message in err and err.strip().count("\n") == 0

@@ -1,4 +1,5 @@
 """Mesh stage geometry: regularisers, extraction from a field, rendering and checkpoints."""
+
 import pytest
 import torch
 
@@ -21,8 +22,11 @@ def _grid(n=6):
     return verts, faces
 
 
-TEX = ImplicitVolumeConfig(hash_grid=HashGridConfig(n_levels=4, log2_hashmap_size=12, max_resolution=64),
-                           encoding_backend="torch", mlp_hidden=16)
+TEX = ImplicitVolumeConfig(
+    hash_grid=HashGridConfig(n_levels=4, log2_hashmap_size=12, max_resolution=64),
+    encoding_backend="torch",
+    mlp_hidden=16,
+)
 
 
 def _small_cfg(**kw):
@@ -51,7 +55,9 @@ def test_laplacian_grid_vs_noisy():
 
 
 def test_from_field_sphere_and_render():
-    geo = MeshGeometry.from_field(lambda p: 0.5 - p.norm(dim=-1), _small_cfg(), resolution=32, threshold=0.0, texture=TEX)
+    geo = MeshGeometry.from_field(
+        lambda p: 0.5 - p.norm(dim=-1), _small_cfg(), resolution=32, threshold=0.0, texture=TEX
+    )
     mesh = geo.to_trimesh()
     assert mesh.is_watertight and mesh.volume > 0
     radii = geo.vertices().norm(dim=-1)
@@ -60,8 +66,9 @@ def test_from_field_sphere_and_render():
     assert (normals * geo.vertices() / radii[:, None]).sum(-1).min().item() > 0.95  # outward, unit
 
     renderer = MeshRenderer(MeshRendererConfig(backend="torch"), geo, make_background(BackgroundConfig(type="solid")))
-    cams = make_cameras(torch.tensor([0.0, 30.0]), torch.tensor([0.0, 90.0]), torch.full((2,), 2.0),
-                        torch.full((2,), 40.0), 32, 32)
+    cams = make_cameras(
+        torch.tensor([0.0, 30.0]), torch.tensor([0.0, 90.0]), torch.full((2,), 2.0), torch.full((2,), 40.0), 32, 32
+    )
     for mode in MESH_SHADING_MODES:
         out = renderer(cams, mode)
         for key, c in (("comp_rgb", 3), ("opacity", 1), ("depth", 1), ("comp_normal", 3)):
@@ -84,8 +91,9 @@ def test_from_field_sphere_and_render():
 
 
 def test_offsets_along_normals_and_losses():
-    geo = MeshGeometry.from_field(lambda p: 0.5 - p.norm(dim=-1), _small_cfg(offset_type="normal"),
-                                  resolution=24, threshold=0.0, texture=TEX)
+    geo = MeshGeometry.from_field(
+        lambda p: 0.5 - p.norm(dim=-1), _small_cfg(offset_type="normal"), resolution=24, threshold=0.0, texture=TEX
+    )
     assert geo.offsets.shape == (geo.base_vertices.shape[0], 1)
     with torch.no_grad():
         geo.offsets.fill_(0.1)
@@ -96,7 +104,9 @@ def test_offsets_along_normals_and_losses():
 
 
 def test_state_dict_restores_topology():
-    geo = MeshGeometry.from_field(lambda p: 0.5 - p.norm(dim=-1), _small_cfg(), resolution=20, threshold=0.0, texture=TEX)
+    geo = MeshGeometry.from_field(
+        lambda p: 0.5 - p.norm(dim=-1), _small_cfg(), resolution=20, threshold=0.0, texture=TEX
+    )
     with torch.no_grad():
         geo.offsets.normal_(0.0, 0.01)
     empty = MeshGeometry(_small_cfg(), texture=TEX)
@@ -123,6 +133,7 @@ def test_from_implicit_copies_the_texture():
 def test_extraction_smoothing_removes_bumps_and_keeps_the_size():
     """A bumpy sphere density: Taubin smoothing of the extracted surface lowers the normal-consistency
     loss and keeps the mean radius (no shrinking)."""
+
     def bumpy(p):
         r = p.norm(dim=-1)
         bumps = 0.03 * torch.sin(40 * p[:, 0]) * torch.sin(40 * p[:, 1]) * torch.sin(40 * p[:, 2])

@@ -1,5 +1,6 @@
 """gen3d.diffusion.noise: the one home of the forward-diffusion maths gives exactly what the
 formulas it replaced gave (restated here), and agrees with diffusers' DDPMScheduler."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -61,7 +62,12 @@ def test_prior_diffusion_loss_equals_the_old_formula(tiny_pipeline):
     t = torch.randint(0, len(p.alphas_cumprod), (2,))
     a = p.alphas_cumprod[t].view(-1, 1, 1, 1)
     with torch.no_grad():
-        ids = p.tokenizer(captions, padding="max_length", max_length=p.tokenizer.model_max_length, truncation=True,
-                          return_tensors="pt").input_ids
+        ids = p.tokenizer(
+            captions,
+            padding="max_length",
+            max_length=p.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids
         pred = p.unet(a.sqrt() * lat + (1 - a).sqrt() * noise, t, encoder_hidden_states=p.text_encoder(ids)[0]).sample
     assert float(new) == float(F.mse_loss(pred, noise))

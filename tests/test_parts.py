@@ -1,5 +1,6 @@
 """Parts from the registries: a toy guidance and a toy representation registered from outside the
 package run a method end to end (docs/adding-a-method.md walks through this file); registry errors."""
+
 from dataclasses import dataclass
 
 import pytest
@@ -14,9 +15,19 @@ from gen3d.representations import REPRESENTATIONS, register
 from gen3d.representations.volume import VolumeRepresentation
 from gen3d.systems.config import Text3DConfig
 
-TINY = ["camera.height=16", "camera.width=16", "renderer.num_samples_per_ray=16", "export.resolution=32",
-        "export.texture_size=32", "turntable.n_views=2", "turntable.resolution=16", "trainer.preview_every=0",
-        "prompt_processor.cache_dir=null", "geometry.hash_grid.n_levels=4", "geometry.hash_grid.log2_hashmap_size=12"]
+TINY = [
+    "camera.height=16",
+    "camera.width=16",
+    "renderer.num_samples_per_ray=16",
+    "export.resolution=32",
+    "export.texture_size=32",
+    "turntable.n_views=2",
+    "turntable.resolution=16",
+    "trainer.preview_every=0",
+    "prompt_processor.cache_dir=null",
+    "geometry.hash_grid.n_levels=4",
+    "geometry.hash_grid.log2_hashmap_size=12",
+]
 
 
 # ----- a toy guidance: pulls the renders towards a grey level that it learns itself ----------------------
@@ -64,7 +75,7 @@ class BlobRepresentation(VolumeRepresentation):
         opacity = out["opacity"][..., 0]  # [B,H,W]
         h, w = opacity.shape[1:]
         ys, xs = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
-        outside = ((xs ** 2 + ys ** 2).sqrt() > self.radius).float()
+        outside = ((xs**2 + ys**2).sqrt() > self.radius).float()
         return {**super().regularisers(scene, out), "outside": (opacity * outside).mean()}
 
     def check(self, cfg):
@@ -73,8 +84,10 @@ class BlobRepresentation(VolumeRepresentation):
 
 @pytest.fixture
 def toy_parts():
-    GUIDANCES.register("toy", GuidanceType(ToyGuidanceConfig, lambda prior, cfg, ctx: ToyGuidance(prior, cfg, ctx.state),
-                                           holds_modules=True))
+    GUIDANCES.register(
+        "toy",
+        GuidanceType(ToyGuidanceConfig, lambda prior, cfg, ctx: ToyGuidance(prior, cfg, ctx.state), holds_modules=True),
+    )
     register("blob", BlobRepresentation())
     ToyGuidance.built_with.clear()
     yield
@@ -88,23 +101,49 @@ def test_toy_guidance_and_representation_run_a_yaml_only_method(toy_parts, tiny_
         "system: text3d\nname: toymethod\nrepresentation: blob\nparts: {blob: {radius: 0.4}}\n"
         "guidance: {type: toy, target: 0.3}\nloss: {other: {outside: 2.0}}\nbackground: {type: solid}\n"
         "stages:\n  - {name: one, overrides: {trainer: {max_steps: 3}}}\n"
-        "  - {name: two, overrides: {guidance: {lr: 0.02}, trainer: {max_steps: 2}}}\n")
-    result = run_from_args(launch.parse_args(["--config", str(method), "--prompt", "a red cube", "--model",
-                                              str(tiny_pipeline), "--output", str(tmp_path / "out"), *TINY]))
+        "  - {name: two, overrides: {guidance: {lr: 0.02}, trainer: {max_steps: 2}}}\n"
+    )
+    result = run_from_args(
+        launch.parse_args(
+            [
+                "--config",
+                str(method),
+                "--prompt",
+                "a red cube",
+                "--model",
+                str(tiny_pipeline),
+                "--output",
+                str(tmp_path / "out"),
+                *TINY,
+            ]
+        )
+    )
     run_dir = tmp_path / "out" / "toymethod" / "a-red-cube"
     assert result["run_dir"] == str(run_dir)
     one = torch.load(run_dir / "ckpts" / "one" / "last.ckpt", weights_only=True)["state_dict"]
     two = torch.load(run_dir / "ckpts" / "two" / "last.ckpt", weights_only=True)["state_dict"]
     # the guidance's module is checkpointed under its name and trained through its parameter group ...
-    assert one["toy_offset.weight"].abs().sum() > 0 and not torch.equal(one["toy_offset.weight"], two["toy_offset.weight"])
+    assert one["toy_offset.weight"].abs().sum() > 0 and not torch.equal(
+        one["toy_offset.weight"], two["toy_offset.weight"]
+    )
     # ... and the second stage continued the first stage's module (handed on as guidance state)
     assert ToyGuidance.built_with[0] == {} and "toy_offset" in ToyGuidance.built_with[1]
     assert (run_dir / "export" / "model.glb").is_file() and (run_dir / "video" / "turntable.mp4").is_file()
 
 
 def test_toy_parts_config_is_checked_before_anything_is_written(toy_parts, tiny_pipeline, tmp_path, capsys):
-    base = ["--config", "dreamfusion.yaml", "--prompt", "a red cube", "--model", str(tiny_pipeline),
-            "--output", str(tmp_path), "representation=blob", "guidance.type=toy"]
+    base = [
+        "--config",
+        "dreamfusion.yaml",
+        "--prompt",
+        "a red cube",
+        "--model",
+        str(tiny_pipeline),
+        "--output",
+        str(tmp_path),
+        "representation=blob",
+        "guidance.type=toy",
+    ]
     assert launch.main([*base, "guidance.guidance_scale=3"]) == 2  # an SDS key: not a toy guidance key
     assert "unknown config key 'guidance.guidance_scale'" in capsys.readouterr().err
     assert launch.main([*base, "parts.blob.radiu=3"]) == 2
@@ -112,16 +151,19 @@ def test_toy_parts_config_is_checked_before_anything_is_written(toy_parts, tiny_
     assert not any(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("override, message", [
-    ("representation=voxels", "representation: unknown representation 'voxels' (known: mesh, volume"),
-    ("representation=mseh", "did you mean 'mesh'?"),
-    ("representation=mesh", "cannot use representation 'mesh': it starts from a previous stage's particles"),
-    ("guidance.type=sdss", "guidance.type: unknown guidance type 'sdss' (known: sds, vsd; did you mean 'sds'?)"),
-    ("guidance.lora_rank=8", "unknown config key 'guidance.lora_rank'"),  # a VSD key: SDS's config lacks it
-    ("mesh.texture.mlp_hidden=8", "unknown config key 'mesh.texture'"),  # was silently overwritten
-    ("mesh.radius=2", "unknown config key 'mesh.radius'"),
-    ("trainer.accelerator=cpu", "config key 'trainer.accelerator' is now 'device'"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("representation=voxels", "representation: unknown representation 'voxels' (known: mesh, volume"),
+        ("representation=mseh", "did you mean 'mesh'?"),
+        ("representation=mesh", "cannot use representation 'mesh': it starts from a previous stage's particles"),
+        ("guidance.type=sdss", "guidance.type: unknown guidance type 'sdss' (known: sds, vsd; did you mean 'sds'?)"),
+        ("guidance.lora_rank=8", "unknown config key 'guidance.lora_rank'"),  # a VSD key: SDS's config lacks it
+        ("mesh.texture.mlp_hidden=8", "unknown config key 'mesh.texture'"),  # was silently overwritten
+        ("mesh.radius=2", "unknown config key 'mesh.radius'"),
+        ("trainer.accelerator=cpu", "config key 'trainer.accelerator' is now 'device'"),
+    ],
+)
 def test_bad_parts_are_one_line_errors(override, message, tmp_path, capsys):
     code = launch.main(["--config", "dreamfusion.yaml", "--prompt", "a red cube", "--output", str(tmp_path), override])
     err = capsys.readouterr().err
@@ -137,8 +179,9 @@ def test_guidance_section_is_typed_by_its_type():
     vsd = build_config(Text3DConfig, {"guidance": {"type": "vsd", "lora_rank": 8, "guidance_scale": 5.0}})
     assert type(vsd.guidance) is VSDConfig and vsd.guidance.lora_rank == 8
     # a later layer switching the type keeps the shared keys set before and drops the others
-    sds = build_config(Text3DConfig, {"guidance": {"type": "vsd", "lora_rank": 8, "guidance_scale": 5.0}},
-                       ["guidance.type=sds"])
+    sds = build_config(
+        Text3DConfig, {"guidance": {"type": "vsd", "lora_rank": 8, "guidance_scale": 5.0}}, ["guidance.type=sds"]
+    )
     assert type(sds.guidance) is GuidanceConfig and sds.guidance.guidance_scale == 5.0
 
 

@@ -1,4 +1,5 @@
 """Perp-Neg's guided epsilon against a stub UNet whose prediction depends on the prompt per pixel."""
+
 import math
 from types import SimpleNamespace
 
@@ -27,9 +28,16 @@ class PixelStubUNet(torch.nn.Module):
 
 
 def prior():
-    return Prior(unet=PixelStubUNet(), vae=None, text_encoder=None, tokenizer=None,
-                 scheduler=DDPMScheduler(num_train_timesteps=1000), path=".", device=torch.device("cpu"),
-                 dtype=torch.float32)
+    return Prior(
+        unet=PixelStubUNet(),
+        vae=None,
+        text_encoder=None,
+        tokenizer=None,
+        scheduler=DDPMScheduler(num_train_timesteps=1000),
+        path=".",
+        device=torch.device("cpu"),
+        dtype=torch.float32,
+    )
 
 
 def test_perp_neg_eps_equals_closed_form():

@@ -1,4 +1,5 @@
 """Tests of the builtin prior: pipeline folder, tokenizer, data, a short training run, classifier."""
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,9 @@ def _check_pipeline_folder(path: Path):
     pipe.set_progress_bar_config(disable=True)
     assert pipe.unet.config.sample_size <= 32 and pipe.vae_scale_factor in (2, 4)
     assert pipe.unet.config.cross_attention_dim == pipe.text_encoder.config.hidden_size
-    out = pipe("a red cube, front view", num_inference_steps=2, output_type="pt",
-               generator=torch.Generator().manual_seed(0))
+    out = pipe(
+        "a red cube, front view", num_inference_steps=2, output_type="pt", generator=torch.Generator().manual_seed(0)
+    )
     assert out.images.shape == (1, 3, 64, 64)
     assert torch.isfinite(out.images).all()
     return pipe
@@ -118,11 +120,29 @@ def test_data_deterministic_and_labelled():
 def _tiny_cfg(tmp_path: Path) -> PriorTrainConfig:
     return PriorTrainConfig(
         data=PriorDataConfig(n_images=16, supersample=1, cache_dir=str(tmp_path / "data")),
-        arch=PriorArchConfig(vae_channels=[8, 16, 16], vae_groups=4, text_hidden=32, text_layers=1, text_heads=2,
-                             unet_channels=[16, 32, 32], unet_groups=8, unet_heads=2),
-        num_threads=1, vae_steps=20, vae_batch_size=8, vae_lr=3e-3, unet_steps=20, unet_batch_size=8,
-        unet_lr=2e-3, unet_warmup_steps=1, decoder_steps=4, sample_every_n_steps=0, ckpt_every_minutes=10.0,
-        output_dir=str(tmp_path / "out"), progress_bar=False,
+        arch=PriorArchConfig(
+            vae_channels=[8, 16, 16],
+            vae_groups=4,
+            text_hidden=32,
+            text_layers=1,
+            text_heads=2,
+            unet_channels=[16, 32, 32],
+            unet_groups=8,
+            unet_heads=2,
+        ),
+        num_threads=1,
+        vae_steps=20,
+        vae_batch_size=8,
+        vae_lr=3e-3,
+        unet_steps=20,
+        unet_batch_size=8,
+        unet_lr=2e-3,
+        unet_warmup_steps=1,
+        decoder_steps=4,
+        sample_every_n_steps=0,
+        ckpt_every_minutes=10.0,
+        output_dir=str(tmp_path / "out"),
+        progress_bar=False,
     )
 
 
@@ -139,8 +159,16 @@ def test_short_training_lowers_loss(tmp_path):
             lv = float(vae_loss(c["vae"], x, 0.0)[0])
             mean, _ = encode_dataset(c["vae"], data)
             torch.manual_seed(0)
-            ld = float(diffusion_loss(c["unet"], c["text_encoder"], c["tokenizer"], c["scheduler"].alphas_cumprod,
-                                      mean.repeat(8, 1, 1, 1) * scale, captions * 8))
+            ld = float(
+                diffusion_loss(
+                    c["unet"],
+                    c["text_encoder"],
+                    c["tokenizer"],
+                    c["scheduler"].alphas_cumprod,
+                    mean.repeat(8, 1, 1, 1) * scale,
+                    captions * 8,
+                )
+            )
         return lv, ld, mean
 
     out = main(cfg, tmp_path / "run")

@@ -1,4 +1,5 @@
 """Prompts past the text encoder's 77 tokens: the view suffix survives, and every truncation is a warning."""
+
 import logging
 
 import pytest
@@ -22,8 +23,10 @@ def test_long_prompt_keeps_the_view_suffix_and_warns(sd2, caplog):
     with caplog.at_level(logging.WARNING, logger="gen3d"):
         emb = PromptEmbeddings(sd2, LONG, PromptConfig(cache_dir=None))
     assert "is 90 tokens" in caplog.text and "view suffix" in caplog.text
-    assert all(p.endswith(f", {v} view") and n_tokens(sd2.tokenizer, p) <= 75
-               for p, v in zip(emb.prompts, ("front", "side", "back", "overhead")))
+    assert all(
+        p.endswith(f", {v} view") and n_tokens(sd2.tokenizer, p) <= 75
+        for p, v in zip(emb.prompts, ("front", "side", "back", "overhead"))
+    )
     for i in range(4):
         for j in range(i + 1, 4):
             assert not torch.allclose(emb.cond[i], emb.cond[j])  # four different view embeddings

@@ -40,7 +40,9 @@ def test_alignment_undoes_yaw_and_tilt():
 def test_topology_counts_components_and_genus():
     torus = topology(primitive_mesh("torus", resolution=64))
     assert torus == {"components": 1, "watertight": True, "euler": 0, "genus": 1}
-    two = trimesh.util.concatenate([trimesh.creation.icosphere(2), trimesh.creation.icosphere(2).apply_translation([3, 0, 0])])
+    two = trimesh.util.concatenate(
+        [trimesh.creation.icosphere(2), trimesh.creation.icosphere(2).apply_translation([3, 0, 0])]
+    )
     assert topology(two)["components"] == 2 and topology(two)["genus"] == 0
     open_box = trimesh.creation.box()
     open_box.update_faces(np.arange(len(open_box.faces)) > 0)
@@ -75,8 +77,9 @@ def test_uv_layout_counts_charts_and_area():
 def red_cube_glb(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("cube")
     cfg = ExportConfig(texture_size=128, write_obj=False, placement="ground")
-    export_trimesh(primitive_mesh("cube", resolution=64), lambda p: torch.tensor([[0.85, 0.08, 0.08]]).expand(len(p), 3),
-                   out, cfg)
+    export_trimesh(
+        primitive_mesh("cube", resolution=64), lambda p: torch.tensor([[0.85, 0.08, 0.08]]).expand(len(p), 3), out, cfg
+    )
     return out / "model.glb"
 
 

@@ -1,5 +1,6 @@
 """Rasterizer: analytic silhouette and depth, perspective-correct interpolation, gradients,
 and agreement with nvdiffrast on CUDA."""
+
 import math
 
 import pytest
@@ -72,7 +73,9 @@ def test_perspective_correct_interpolation():
     covered = r.face_id[0] >= 0
     assert covered.sum() > 100
     assert torch.allclose(pos[0][covered], hit[covered], atol=1e-4)
-    assert torch.allclose(uvs[0][covered], torch.stack([(hit[..., 0] + 1) / 2, (hit[..., 1] + 1) / 2], -1)[covered], atol=1e-4)
+    assert torch.allclose(
+        uvs[0][covered], torch.stack([(hit[..., 0] + 1) / 2, (hit[..., 1] + 1) / 2], -1)[covered], atol=1e-4
+    )
     # the affine screen-space alternative (barycentrics of the projected 2D triangle) is off
     clip = world_to_clip(verts, cams, 0.1, 100.0)[0]
     flat = torch.cat([clip[:, :2] / clip[:, 3:], torch.zeros(4, 1), torch.ones(4, 1)], -1)
@@ -121,7 +124,9 @@ def test_soft_silhouette_area_and_gradient_match_analytic():
 
 def test_batched_and_empty():
     verts, faces = _cube()
-    cams = make_cameras(torch.zeros(2), torch.tensor([0.0, 90.0]), torch.full((2,), 3.0), torch.full((2,), 40.0), 16, 16)
+    cams = make_cameras(
+        torch.zeros(2), torch.tensor([0.0, 90.0]), torch.full((2,), 3.0), torch.full((2,), 40.0), 16, 16
+    )
     r = rasterize(world_to_clip(verts, cams, 0.1, 100.0), faces, 16, 16, backend="torch")
     assert r.face_id.shape == (2, 16, 16)
     assert torch.equal(r.face_id[0] >= 0, r.face_id[1] >= 0)  # a cube looks the same from the side
@@ -136,12 +141,13 @@ def test_agrees_with_nvdiffrast():
     sphere = trimesh.creation.icosphere(subdivisions=4, radius=0.6)
     verts = torch.tensor(sphere.vertices, dtype=torch.float32, device="cuda")
     faces = torch.tensor(sphere.faces, dtype=torch.long, device="cuda")
-    cams = make_cameras(torch.tensor([10.0, 40.0]), torch.tensor([0.0, 120.0]), torch.full((2,), 2.5),
-                        torch.full((2,), 45.0), 64, 64).to("cuda")
+    cams = make_cameras(
+        torch.tensor([10.0, 40.0]), torch.tensor([0.0, 120.0]), torch.full((2,), 2.5), torch.full((2,), 45.0), 64, 64
+    ).to("cuda")
     clip = world_to_clip(verts, cams, 0.1, 100.0)
     rt = rasterize(clip, faces, 64, 64, backend="torch")
     rn = rasterize(clip, faces, 64, 64, backend="nvdiffrast")
-    assert ((rt.face_id == rn.face_id).float().mean() > 0.99)
+    assert (rt.face_id == rn.face_id).float().mean() > 0.99
     same = (rt.face_id == rn.face_id) & (rt.face_id >= 0)
     assert torch.allclose(rt.bary[same], rn.bary[same], atol=1e-4)
     assert torch.allclose(rt.depth[same], rn.depth[same], atol=1e-4)

@@ -1,5 +1,6 @@
 """Run reports and the gallery: written from a tiny real run, then opened from file:// in a headless
 Chromium (skipped when none is installed; scripts/setup.sh installs Debian's chromium when root)."""
+
 import base64
 import io
 import re
@@ -15,9 +16,19 @@ from gen3d.report.run_info import read_run
 from gen3d.report.svg import line_chart
 from tests.cdp import Browser, find_chromium
 
-TINY = ["camera.height=32", "camera.width=32", "renderer.num_samples_per_ray=32", "export.resolution=40",
-        "export.texture_size=64", "turntable.n_views=2", "turntable.resolution=64", "trainer.preview_every=2", "trainer.log_every=1",
-        "prompt_processor.cache_dir=null", "stages=[{name: nerf, overrides: {trainer: {max_steps: 4}}}]"]
+TINY = [
+    "camera.height=32",
+    "camera.width=32",
+    "renderer.num_samples_per_ray=32",
+    "export.resolution=40",
+    "export.texture_size=64",
+    "turntable.n_views=2",
+    "turntable.resolution=64",
+    "trainer.preview_every=2",
+    "trainer.log_every=1",
+    "prompt_processor.cache_dir=null",
+    "stages=[{name: nerf, overrides: {trainer: {max_steps: 4}}}]",
+]
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +39,23 @@ def runs(tiny_pipeline, tmp_path_factory):
     setup_console("normal")  # gen3d's INFO lines (the per-step losses) reach log.txt under pytest too
     out = tmp_path_factory.mktemp("runs")
     for seed in ("0", "1"):
-        code = launch.main(["--config", "prolificdreamer.yaml", "--prompt", "a red cube", "--model", str(tiny_pipeline),
-                            "--output", str(out), "--particles", "2", "--seed", seed, *TINY])
+        code = launch.main(
+            [
+                "--config",
+                "prolificdreamer.yaml",
+                "--prompt",
+                "a red cube",
+                "--model",
+                str(tiny_pipeline),
+                "--output",
+                str(out),
+                "--particles",
+                "2",
+                "--seed",
+                seed,
+                *TINY,
+            ]
+        )
         assert code == 0
     return out, sorted((out / "prolificdreamer").iterdir())
 
@@ -82,6 +108,7 @@ def test_report_command_errors(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------- in a real browser
+
 
 @pytest.fixture(scope="module")
 def browser():
@@ -141,12 +168,14 @@ def test_report_in_chromium(runs, browser):
         assert browser.evaluate("window.gen3dViewer.vertices") == stats["vertices"]
         assert browser.evaluate("document.getElementById('viewer-model').value") == str(i)
     # orbiting moves the view
-    browser.evaluate("(() => { const c = document.getElementById('viewer'); const r = c.getBoundingClientRect();"
-                     "const o = {bubbles: true, pointerId: 1, pointerType: 'mouse', button: 0, buttons: 1,"
-                     " clientX: r.left + 100, clientY: r.top + 100};"
-                     "c.dispatchEvent(new PointerEvent('pointerdown', o));"
-                     "c.ownerDocument.dispatchEvent(new PointerEvent('pointermove', {...o, clientX: r.left + 300}));"
-                     "c.ownerDocument.dispatchEvent(new PointerEvent('pointerup', {...o, buttons: 0})); })()")
+    browser.evaluate(
+        "(() => { const c = document.getElementById('viewer'); const r = c.getBoundingClientRect();"
+        "const o = {bubbles: true, pointerId: 1, pointerType: 'mouse', button: 0, buttons: 1,"
+        " clientX: r.left + 100, clientY: r.top + 100};"
+        "c.dispatchEvent(new PointerEvent('pointerdown', o));"
+        "c.ownerDocument.dispatchEvent(new PointerEvent('pointermove', {...o, clientX: r.left + 300}));"
+        "c.ownerDocument.dispatchEvent(new PointerEvent('pointerup', {...o, buttons: 0})); })()"
+    )
     shot1 = _png(browser.evaluate("window.gen3dViewer.snapshot()"))
     assert np.abs(shot1.astype(int) - shot0.astype(int)).max() > 0
     assert browser.errors() == []
@@ -166,8 +195,9 @@ def test_gallery_in_chromium(runs, browser):
     browser.evaluate("document.querySelectorAll('#runs th')[3].click()")
     assert browser.evaluate(seeds) == ["1", "0"]
     # text filter
-    browser.evaluate("const f = document.getElementById('filter'); f.value = 'cube-1';"
-                     "f.dispatchEvent(new Event('input'))")
+    browser.evaluate(
+        "const f = document.getElementById('filter'); f.value = 'cube-1';f.dispatchEvent(new Event('input'))"
+    )
     visible = f"{rows}.filter(r => r.style.display !== 'none').length"
     assert browser.evaluate(visible) == 1
     assert browser.errors() == []

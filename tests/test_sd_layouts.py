@@ -4,6 +4,7 @@ SD 1.5 (safety_checker / feature_extractor in model_index.json; fp16-variant fil
 SD 2.1-base (OpenCLIP ViT-H text encoder shape, pad token "!"), SD 2.1 (v-prediction DDIM config); widths
 reduced (gen3d.diffusion.random_pipelines), the configs' keys real.
 """
+
 import pytest
 import torch
 
@@ -16,14 +17,34 @@ from tests.test_methods import M3_STAGES, PD_STAGES, TINY
 @pytest.fixture(scope="module")
 def layouts(tmp_path_factory):
     root = tmp_path_factory.mktemp("layouts")
-    return {name: write_pipeline(kind, root / name, weights=weights)
-            for name, kind, weights in [("sd15-fp16", "sd15", "fp16"), ("sd15-bin", "sd15", "bin"),
-                                        ("sd21-base", "sd21-base", "safetensors"), ("sd21", "sd21", "safetensors")]}
+    return {
+        name: write_pipeline(kind, root / name, weights=weights)
+        for name, kind, weights in [
+            ("sd15-fp16", "sd15", "fp16"),
+            ("sd15-bin", "sd15", "bin"),
+            ("sd21-base", "sd21-base", "safetensors"),
+            ("sd21", "sd21", "safetensors"),
+        ]
+    }
 
 
 def run(config, model, out, *extra):
-    return run_from_args(launch.parse_args(["--config", config, "--prompt", "a photo of a pineapple",
-                                            "--model", str(model), "--output", str(out), *TINY, *extra]))
+    return run_from_args(
+        launch.parse_args(
+            [
+                "--config",
+                config,
+                "--prompt",
+                "a photo of a pineapple",
+                "--model",
+                str(model),
+                "--output",
+                str(out),
+                *TINY,
+                *extra,
+            ]
+        )
+    )
 
 
 @pytest.mark.parametrize("name", ["sd15-fp16", "sd15-bin", "sd21-base", "sd21"])
@@ -57,14 +78,26 @@ def test_video_on_sd15_fp16(config, layouts, tmp_path):
 
     model = layouts["sd15-fp16"]
     video = write_video(tmp_path / "in.gif", moving_shape(3, 64).permute(0, 2, 3, 1), fps=5)
-    layer = {"model": str(model), "video": str(video), "prompt": "a blue sphere is moving",
-             "edit": ["a red cube"], "output": str(tmp_path), "cache_dir": str(tmp_path / "cache")}
-    extra = ["trainer.max_steps=1", "trainer.checkpoint_every=1", "sampling.steps=2", "sampling.inversion_steps=2",
-             "frames=2"]
+    layer = {
+        "model": str(model),
+        "video": str(video),
+        "prompt": "a blue sphere is moving",
+        "edit": ["a red cube"],
+        "output": str(tmp_path),
+        "cache_dir": str(tmp_path / "cache"),
+    }
+    extra = [
+        "trainer.max_steps=1",
+        "trainer.checkpoint_every=1",
+        "sampling.steps=2",
+        "sampling.inversion_steps=2",
+        "frames=2",
+    ]
     if config == "controlvideo":  # a ControlNet of the SD 1.5 layout, as lllyasviel/sd-controlnet-canny holds it
         unet = UNet2DConditionModel.from_pretrained(model, subfolder="unet", variant="fp16")
         ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32, 96, 256)).save_pretrained(
-            tmp_path / "canny")
+            tmp_path / "canny"
+        )
         extra.append(f"controlnet={tmp_path / 'canny'}")
     cfg = build_config(VideoEditConfig, read_yaml(resolve_config_path(config)), layer, extra)
     run_dir = tmp_path / "run"

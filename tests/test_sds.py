@@ -20,7 +20,9 @@ def test_sds_loss_gradient_equals_closed_form():
 
     a = prior.scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
     x_t = a.sqrt() * latents.detach() + (1 - a).sqrt() * noise
-    eps_hat = StubUNet.expected(x_t, t, uncond) + s * (StubUNet.expected(x_t, t, cond) - StubUNet.expected(x_t, t, uncond))
+    eps_hat = StubUNet.expected(x_t, t, uncond) + s * (
+        StubUNet.expected(x_t, t, cond) - StubUNet.expected(x_t, t, uncond)
+    )
     expected = (1 - a) * (eps_hat - noise)
     torch.testing.assert_close(grad, expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(latents.grad, expected / 2, rtol=1e-5, atol=1e-6)

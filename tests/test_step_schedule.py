@@ -1,4 +1,5 @@
 """Step schedules ({milestones, values}, threestudio's resolution_milestones) beside the linear form."""
+
 import pytest
 
 from gen3d.errors import UserError
@@ -12,12 +13,15 @@ def test_step_schedule_values():
     assert isinstance(schedule_value(spec, 0), int)
 
 
-@pytest.mark.parametrize("spec, words", [
-    ({"milestones": [300, 100], "values": [1, 2, 3]}, "strictly increasing"),
-    ({"milestones": [100, 100], "values": [1, 2, 3]}, "strictly increasing"),
-    ({"milestones": [100], "values": [1]}, "need 2 values"),
-    ({"milestones": [-1], "values": [1, 2]}, "step numbers"),
-])
+@pytest.mark.parametrize(
+    "spec, words",
+    [
+        ({"milestones": [300, 100], "values": [1, 2, 3]}, "strictly increasing"),
+        ({"milestones": [100, 100], "values": [1, 2, 3]}, "strictly increasing"),
+        ({"milestones": [100], "values": [1]}, "need 2 values"),
+        ({"milestones": [-1], "values": [1, 2]}, "step numbers"),
+    ],
+)
 def test_bad_step_schedules_are_one_line(spec, words):
     with pytest.raises(UserError) as err:
         check_schedule(spec, "camera.height")

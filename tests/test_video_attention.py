@@ -1,4 +1,5 @@
 """Inflation of a 2D UNet into a video UNet: equivalence with the 2D model, attention patterns."""
+
 import copy
 
 import pytest
@@ -74,11 +75,13 @@ def test_processor_attention_patterns():
     attn = Attention(query_dim=32, heads=4, dim_head=8)
     n, tokens = 6, 10
     x = torch.randn(n, tokens, 32)
-    for mode, frame, expected in [("sparse_causal", 2, [2, 3]),  # frame 3 sees frame 2 as its previous
-                                  ("sparse_causal", 0, list(range(n))),  # everyone sees frame 0
-                                  ("key_frame", 3, [3]),  # only the key frame is seen by others
-                                  ("key_frame", 0, list(range(n))),
-                                  ("self", 4, [4])]:
+    for mode, frame, expected in [
+        ("sparse_causal", 2, [2, 3]),  # frame 3 sees frame 2 as its previous
+        ("sparse_causal", 0, list(range(n))),  # everyone sees frame 0
+        ("key_frame", 3, [3]),  # only the key frame is seen by others
+        ("key_frame", 0, list(range(n))),
+        ("self", 4, [4]),
+    ]:
         attn.set_processor(FrameAttnProcessor(mode))
         fn = lambda h: attn(h, n_frames=n)  # noqa: E731
         with torch.no_grad():
@@ -127,14 +130,14 @@ def test_source_group_reuses_the_first_videos_attention_weights(mode):
         plain = attn(x, n_frames=n)
         shared = attn(x, n_frames=n, source_group=2)
         assert torch.allclose(shared[:n], plain[:n], atol=1e-6)
-        assert torch.allclose(shared[2 * n:], plain[2 * n:], atol=1e-6)
+        assert torch.allclose(shared[2 * n :], plain[2 * n :], atol=1e-6)
         assert torch.allclose(attn(x[:n], n_frames=n, source_group=2), plain[:n], atol=1e-6)  # one video: as usual
         heads = lambda t: rearrange(t, "n (h d) -> h n d", h=2)  # noqa: E731
         for i, sources in enumerate(frame_sources(mode, n)):
             q = heads(attn.to_q(x[i]))
             k = heads(attn.to_k(torch.cat([x[j] for j in sources])))
             v1 = heads(attn.to_v(torch.cat([x[n + j] for j in sources])))
-            w = torch.softmax(q @ k.transpose(1, 2) / 8 ** 0.5, dim=-1)
+            w = torch.softmax(q @ k.transpose(1, 2) / 8**0.5, dim=-1)
             ref = attn.to_out[0](rearrange(w @ v1, "h n d -> n (h d)"))
             assert torch.allclose(shared[n + i], ref, atol=1e-5), (mode, i)
-        assert not torch.allclose(shared[n:2 * n], plain[n:2 * n], atol=1e-3)
+        assert not torch.allclose(shared[n : 2 * n], plain[n : 2 * n], atol=1e-3)

@@ -1,4 +1,5 @@
 """DDIM inversion then sampling with the source prompt (no fine-tuning) gives back the input latents."""
+
 import pytest
 import torch
 

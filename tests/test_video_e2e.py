@@ -1,4 +1,5 @@
 """End-to-end edits at tiny scale: Tune-A-Video and ControlVideo write every output."""
+
 import json
 
 import pytest
@@ -10,8 +11,13 @@ from video.config import VideoEditConfig
 from video.demo import moving_shape
 from video.run import run_video
 
-TINY = ["trainer.max_steps=2", "trainer.checkpoint_every=2", "sampling.steps=3", "sampling.inversion_steps=3",
-        "frames=3"]
+TINY = [
+    "trainer.max_steps=2",
+    "trainer.checkpoint_every=2",
+    "sampling.steps=3",
+    "sampling.inversion_steps=3",
+    "frames=3",
+]
 
 
 @pytest.fixture(scope="module")
@@ -21,9 +27,14 @@ def video(tmp_path_factory):
 
 
 def _cfg(name, tiny_pipeline, video, tmp_path, *extra):
-    layer = {"model": str(tiny_pipeline), "video": str(video), "prompt": "a blue sphere is moving",
-             "edit": ["a red sphere is moving", "a green cube"], "output": str(tmp_path),
-             "cache_dir": str(tmp_path / "cache")}
+    layer = {
+        "model": str(tiny_pipeline),
+        "video": str(video),
+        "prompt": "a blue sphere is moving",
+        "edit": ["a red sphere is moving", "a green cube"],
+        "output": str(tmp_path),
+        "cache_dir": str(tmp_path / "cache"),
+    }
     return build_config(VideoEditConfig, read_yaml(resolve_config_path(name)), layer, TINY + list(extra))
 
 
@@ -109,8 +120,18 @@ def test_launch_command_line(tiny_pipeline, video, tmp_path, capsys):
         pytest.skip("tuneavideo is not registered in gen3d.cli.SYSTEMS yet")
     from launch import main
 
-    base = ["--config", "tuneavideo.yaml", "--model", str(tiny_pipeline), "--prompt", "a blue sphere",
-            "--edit", "a red sphere", "--output", str(tmp_path)]
+    base = [
+        "--config",
+        "tuneavideo.yaml",
+        "--model",
+        str(tiny_pipeline),
+        "--prompt",
+        "a blue sphere",
+        "--edit",
+        "a red sphere",
+        "--output",
+        str(tmp_path),
+    ]
     cache = f"cache_dir={tmp_path / 'cache'}"
     assert main(base + ["--video", str(tmp_path / "missing.mp4"), cache]) == 2
     assert "does not exist" in capsys.readouterr().err
@@ -124,8 +145,15 @@ def test_launch_command_line(tiny_pipeline, video, tmp_path, capsys):
 @pytest.mark.parametrize("precision", ["32-true", "16-mixed"])
 def test_tuneavideo_on_cuda(tiny_pipeline, video, tmp_path, precision):
     """Fine-tuning, inversion and sampling with source attention on the GPU (autocast for 16-mixed)."""
-    cfg = _cfg("tuneavideo", tiny_pipeline, video, tmp_path, "device=cuda", f"trainer.precision={precision}",
-               "sampling.source_attention=1.0")
+    cfg = _cfg(
+        "tuneavideo",
+        tiny_pipeline,
+        video,
+        tmp_path,
+        "device=cuda",
+        f"trainer.precision={precision}",
+        "sampling.source_attention=1.0",
+    )
     run_dir = tmp_path / "tav-cuda"
     run_dir.mkdir()
     run_video(cfg, run_dir)

@@ -1,4 +1,5 @@
 """Reading input videos, and every bad input as a one-line UserError before anything is written."""
+
 import pytest
 import torch
 
@@ -49,10 +50,17 @@ def test_bad_videos(demo, tmp_path):
     mixed = tmp_path / "mixed"
     save_image(mixed / "0.png", torch.rand(16, 16, 3))
     save_image(mixed / "1.png", torch.rand(20, 16, 3))
-    cases = [(tmp_path / "missing.mp4", 2, "does not exist"), (tmp_path / "empty.mp4", 2, "empty"),
-             (tmp_path / "corrupt.mp4", 2, "cannot read video"), (tmp_path / "noimages", 2, "no images"),
-             (one, 2, "at least 2"), (mixed, 2, "different sizes"), (demo / "v.mp4", 50, "has 6 frames"),
-             (demo / "folder", 7, "has 6 frames"), (demo / "v.mp4", 1, "at least 2")]
+    cases = [
+        (tmp_path / "missing.mp4", 2, "does not exist"),
+        (tmp_path / "empty.mp4", 2, "empty"),
+        (tmp_path / "corrupt.mp4", 2, "cannot read video"),
+        (tmp_path / "noimages", 2, "no images"),
+        (one, 2, "at least 2"),
+        (mixed, 2, "different sizes"),
+        (demo / "v.mp4", 50, "has 6 frames"),
+        (demo / "folder", 7, "has 6 frames"),
+        (demo / "v.mp4", 1, "at least 2"),
+    ]
     for path, frames, msg in cases:
         with pytest.raises(UserError, match=msg) as err:
             read_video(path, frames=frames, size=32)
@@ -61,8 +69,11 @@ def test_bad_videos(demo, tmp_path):
 
 def test_controls():
     assert parse_controls(["canny", "depth:0.5"]) == [("canny", 1.0), ("depth", 0.5)]
-    for bad, msg in [(["sketch"], "unknown --control 'sketch'"), (["canny:x"], "must be a number"),
-                     (["canny", "canny:2"], "twice")]:
+    for bad, msg in [
+        (["sketch"], "unknown --control 'sketch'"),
+        (["canny:x"], "must be a number"),
+        (["canny", "canny:2"], "twice"),
+    ]:
         with pytest.raises(UserError, match=msg):
             parse_controls(bad)
     with pytest.raises(UserError, match="needs a ControlNet"):
@@ -79,14 +90,18 @@ def _cfg(**kw):
 def test_validate_and_no_partial_output(demo, tiny_pipeline, tmp_path):
     ok = dict(video=str(demo / "v.mp4"), model=str(tiny_pipeline))
     validate(_cfg(**ok))
-    bad = [(dict(ok, system="controlvideo", control=["hed"]), "unknown --control"),
-           (dict(ok, system="controlvideo", control=["canny"]), "needs a ControlNet"),
-           (dict(ok, system="tuneavideo3d"), "system must be one of video"),
-           (dict(ok, edit=[]), "no edit prompt"), (dict(ok, prompt=""), "caption is empty"),
-           (dict(ok, frames=9), "has 6 frames"), (dict(ok, model=str(tmp_path / "nope")), "not found"),
-           (dict(ok, video=str(tmp_path / "nope.mp4")), "does not exist"),
-           (dict(ok, sampling={"source_attention": 1.5}), "fraction of the sampling steps"),
-           (dict(ok, sampling={"source_attention": 0.5, "invert": False}), "needs the inverted source latents")]
+    bad = [
+        (dict(ok, system="controlvideo", control=["hed"]), "unknown --control"),
+        (dict(ok, system="controlvideo", control=["canny"]), "needs a ControlNet"),
+        (dict(ok, system="tuneavideo3d"), "system must be one of video"),
+        (dict(ok, edit=[]), "no edit prompt"),
+        (dict(ok, prompt=""), "caption is empty"),
+        (dict(ok, frames=9), "has 6 frames"),
+        (dict(ok, model=str(tmp_path / "nope")), "not found"),
+        (dict(ok, video=str(tmp_path / "nope.mp4")), "does not exist"),
+        (dict(ok, sampling={"source_attention": 1.5}), "fraction of the sampling steps"),
+        (dict(ok, sampling={"source_attention": 0.5, "invert": False}), "needs the inverted source latents"),
+    ]
     for kw, msg in bad:
         run_dir = tmp_path / "run"
         run_dir.mkdir(exist_ok=True)

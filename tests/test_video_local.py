@@ -1,4 +1,5 @@
 """Edits that change only what the prompt changes: exact reconstruction, the local-edit mask, --mask input."""
+
 import pytest
 import torch
 
@@ -15,8 +16,13 @@ from video.io import read_video
 from video.metrics import psnr
 from video.run import encode_frames, run_video
 
-TINY = ["trainer.max_steps=2", "trainer.checkpoint_every=2", "sampling.steps=3", "sampling.inversion_steps=3",
-        "frames=3"]
+TINY = [
+    "trainer.max_steps=2",
+    "trainer.checkpoint_every=2",
+    "sampling.steps=3",
+    "sampling.inversion_steps=3",
+    "frames=3",
+]
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +34,14 @@ def clip(tmp_path_factory):
 
 
 def _cfg(tiny_pipeline, video, tmp_path, edit, *extra):
-    layer = {"model": str(tiny_pipeline), "video": str(video), "prompt": "a red cube", "edit": edit,
-             "output": str(tmp_path), "cache_dir": str(tmp_path / "cache")}
+    layer = {
+        "model": str(tiny_pipeline),
+        "video": str(video),
+        "prompt": "a red cube",
+        "edit": edit,
+        "output": str(tmp_path),
+        "cache_dir": str(tmp_path / "cache"),
+    }
     return build_config(VideoEditConfig, read_yaml(resolve_config_path("tuneavideo")), layer, TINY + list(extra))
 
 
@@ -67,14 +79,22 @@ def test_reconstruction_end_to_end(tiny_pipeline, clip, tmp_path):
     for local in ("true", "false"):
         run_dir = tmp_path / f"run-{local}"
         run_dir.mkdir()
-        run_video(_cfg(tiny_pipeline, clip[0], tmp_path, ["a blue cube", "a red cube"], f"local.enabled={local}"),
-                  run_dir)
+        run_video(
+            _cfg(tiny_pipeline, clip[0], tmp_path, ["a blue cube", "a red cube"], f"local.enabled={local}"), run_dir
+        )
         source = read_video(clip[0], 3, size=64).frames
         assert psnr(_edit_frames(run_dir, 1), source) > 40
         assert (run_dir / "mask-0.mp4").is_file() == (local == "true")
-    old = _cfg(tiny_pipeline, clip[0], tmp_path, ["a red cube"], "local.enabled=false",
-               "sampling.exact_inversion=false", "sampling.pixel_residual=false",
-               "sampling.negative_prompt_inversion=false")
+    old = _cfg(
+        tiny_pipeline,
+        clip[0],
+        tmp_path,
+        ["a red cube"],
+        "local.enabled=false",
+        "sampling.exact_inversion=false",
+        "sampling.pixel_residual=false",
+        "sampling.negative_prompt_inversion=false",
+    )
     (tmp_path / "old").mkdir()
     run_video(old, tmp_path / "old")
     assert psnr(_edit_frames(tmp_path / "old", 0), read_video(clip[0], 3, size=64).frames) < 28
@@ -125,8 +145,11 @@ def test_mask_input_errors(tiny_pipeline, clip, tmp_path):
     good = write_video(tmp_path / "m.mp4", gt.float()[..., None].expand(-1, -1, -1, 3), fps=5)
     short = write_video(tmp_path / "short.mp4", gt[:2].float()[..., None].expand(-1, -1, -1, 3), fps=5)
     small = write_video(tmp_path / "small.mp4", gt.float()[:, ::2, ::2, None].expand(-1, -1, -1, 3), fps=5)
-    for path, msg in [(tmp_path / "nope.mp4", "does not exist"), (short, "has 2 frames"),
-                      (small, "frames are 32x32, the video's are 64x64")]:
+    for path, msg in [
+        (tmp_path / "nope.mp4", "does not exist"),
+        (short, "has 2 frames"),
+        (small, "frames are 32x32, the video's are 64x64"),
+    ]:
         run_dir = tmp_path / "run"
         run_dir.mkdir(exist_ok=True)
         with pytest.raises(UserError, match=msg):

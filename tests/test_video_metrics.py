@@ -1,5 +1,6 @@
 """Edit metrics (video/metrics.py): CLIP text alignment with a tiny random-weight CLIP model built on the fly,
 frame consistency, and the silhouette / shape agreement of an edit with its source."""
+
 import logging
 import math
 
@@ -22,12 +23,27 @@ def tiny_clip(tmp_path_factory):
 
     tok = AutoTokenizer.from_pretrained(BUILTIN_PRIOR / "tokenizer")
     cfg = CLIPConfig(
-        text_config=dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, max_position_embeddings=tok.model_max_length,
-                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                           image_size=32, patch_size=8),
-        projection_dim=16)
+        text_config=dict(
+            vocab_size=len(tok),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            max_position_embeddings=tok.model_max_length,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+        ),
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+        ),
+        projection_dim=16,
+    )
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("clip") / "tiny-clip"
     CLIPModel(cfg).save_pretrained(path)
@@ -117,11 +133,13 @@ def test_frame_consistency_values():
 def test_source_agreement_silhouette_and_shapes():
     """A disc on grey vs. the same disc recoloured (IoU 1) and vs. a disc shifted by its radius."""
     yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
-    disc = lambda cx: ((xx - cx) ** 2 + (yy - 16) ** 2 < 36)  # noqa: E731  radius 6
+    disc = lambda cx: (xx - cx) ** 2 + (yy - 16) ** 2 < 36  # noqa: E731  radius 6
+
     def paint(mask, rgb):
         img = torch.full((3, 32, 32), 0.92)
         img[:, mask] = torch.tensor(rgb)[:, None]
         return img
+
     src = torch.stack([paint(disc(12), [0.1, 0.1, 0.9]), paint(disc(12), [0.1, 0.1, 0.9])])
     ed = torch.stack([paint(disc(12), [0.9, 0.1, 0.1]), paint(disc(18), [0.9, 0.1, 0.1])])
     assert torch.equal(silhouette_masks(src)[0], disc(12))

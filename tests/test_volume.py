@@ -121,8 +121,14 @@ def test_occupancy_grid_skips_empty_space(dilate):
 
 def test_shapes_and_shading_modes():
     field = SphereField(5.0, 0.5)
-    cams = make_cameras(torch.tensor([10.0, 40.0]), torch.tensor([0.0, 90.0]), torch.tensor([2.5, 3.0]),
-                        torch.tensor([45.0, 50.0]), 16, 20)
+    cams = make_cameras(
+        torch.tensor([10.0, 40.0]),
+        torch.tensor([0.0, 90.0]),
+        torch.tensor([2.5, 3.0]),
+        torch.tensor([45.0, 50.0]),
+        16,
+        20,
+    )
     r = _renderer(field, samples=64, bg=(0.0, 0.0, 0.0))
     for mode in ("albedo", "lambertian", "textureless"):
         with torch.no_grad():
@@ -156,8 +162,9 @@ def test_lambertian_and_textureless_shading():
 def test_gradients_reach_field_and_background():
     torch.manual_seed(0)
     geo = ImplicitVolume(ImplicitVolumeConfig(hash_grid=SMALL_GRID, mlp_hidden=16))
-    r = VolumeRenderer(RendererConfig(num_samples_per_ray=32, use_nerfacc="never"), geo,
-                       make_background(BackgroundConfig(type="mlp")))
+    r = VolumeRenderer(
+        RendererConfig(num_samples_per_ray=32, use_nerfacc="never"), geo, make_background(BackgroundConfig(type="mlp"))
+    )
     r.update_step(0)
     out = r(_camera(h=16, w=16), "lambertian")
     loss = out["comp_rgb"].mean() + out["orient_loss"] + out["opacity"].mean()

@@ -72,7 +72,9 @@ def check_zero_lora_identity(prior):
         assert torch.equal(lora_eps(prior, lora, noisy, t, cond, c2w), prior.unet_eps(noisy, t, cond).float())
     s = 7.5
     grad = vsd_gradient(prior, lora, latents, t, noise, cond, uncond, c2w, s)
-    expected = sds_gradient(prior, latents, t, noise, cond, uncond, s) - sds_gradient(prior, latents, t, noise, cond, uncond, 1.0)
+    expected = sds_gradient(prior, latents, t, noise, cond, uncond, s) - sds_gradient(
+        prior, latents, t, noise, cond, uncond, 1.0
+    )
     assert grad.abs().max() > 1e-2
     torch.testing.assert_close(grad, expected, rtol=1e-5, atol=1e-5)
     zero = vsd_gradient(prior, lora, latents, t, noise, cond, uncond, c2w, 1.0)

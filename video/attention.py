@@ -22,6 +22,7 @@ source's layout while their values (colour, texture) follow their own prompts; v
 unconditional half of classifier-free guidance) attend as usual. This is Prompt-to-Prompt's
 self-attention injection (into the conditional branch only), on the frame-aware self-attention.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -55,8 +56,16 @@ class PassThroughProcessor(AttnProcessor2_0):
 
     store = None
 
-    def __call__(self, attn: Attention, hidden_states, encoder_hidden_states=None, attention_mask=None,
-                 temb=None, n_frames: int | None = None, source_group: int = 0):
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states,
+        encoder_hidden_states=None,
+        attention_mask=None,
+        temb=None,
+        n_frames: int | None = None,
+        source_group: int = 0,
+    ):
         if self.store is not None and encoder_hidden_states is not None and hidden_states.ndim == 3:
             ctx = attn.norm_encoder_hidden_states(encoder_hidden_states) if attn.norm_cross else encoder_hidden_states
             q = rearrange(attn.to_q(hidden_states), "b n (h d) -> b h n d", h=attn.heads)
@@ -69,8 +78,11 @@ class PassThroughProcessor(AttnProcessor2_0):
 def capture_cross_attention(model: nn.Module, store, within: str = ""):
     """Within the block, every cross-attention (attn2) of `model` whose name contains `within` calls
     store(probs [B*F, N, L])."""
-    procs = [m.processor for name, m in model.named_modules() if name.endswith("attn2") and within in name
-             and isinstance(getattr(m, "processor", None), PassThroughProcessor)]
+    procs = [
+        m.processor
+        for name, m in model.named_modules()
+        if name.endswith("attn2") and within in name and isinstance(getattr(m, "processor", None), PassThroughProcessor)
+    ]
     for p in procs:
         p.store = store
     try:
@@ -87,9 +99,16 @@ class FrameAttnProcessor:
         frame_sources(mode, 1)  # validates mode
         self.mode, self.key_frame = mode, key_frame
 
-    def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states=None,
-                 attention_mask=None, temb=None, n_frames: int | None = None,
-                 source_group: int = 0) -> torch.Tensor:
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states=None,
+        attention_mask=None,
+        temb=None,
+        n_frames: int | None = None,
+        source_group: int = 0,
+    ) -> torch.Tensor:
         f = n_frames or 1
         if encoder_hidden_states is not None or attention_mask is not None or hidden_states.ndim != 3:
             out = AttnProcessor2_0()(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
@@ -117,8 +136,9 @@ class FrameAttnProcessor:
         if g > f:
             # softmax(q_0 k_0^T) applied to the values of videos 0..k-1 at once (stacked on the last axis)
             vv = rearrange(v[:g], "(b f) h s d -> f h s (b d)", f=f)
-            shared = rearrange(F.scaled_dot_product_attention(q[:f], k[:f], vv), "f h n (b d) -> (b f) h n d", f=f,
-                               b=g // f)
+            shared = rearrange(
+                F.scaled_dot_product_attention(q[:f], k[:f], vv), "f h n (b d) -> (b f) h n d", f=f, b=g // f
+            )
             rest = F.scaled_dot_product_attention(q[g:], k[g:], v[g:]) if g < x.shape[0] else shared[:0]
             out = torch.cat([shared, rest])
         else:
@@ -141,8 +161,12 @@ class TemporalAttention(nn.Module):
         dim = spatial.to_q.in_features
         self.norm = nn.LayerNorm(dim)
         if kind == "tuneavideo":
-            self.attn = Attention(query_dim=dim, heads=spatial.heads, dim_head=spatial.to_q.out_features // spatial.heads,
-                                  bias=spatial.to_q.bias is not None)
+            self.attn = Attention(
+                query_dim=dim,
+                heads=spatial.heads,
+                dim_head=spatial.to_q.out_features // spatial.heads,
+                bias=spatial.to_q.bias is not None,
+            )
             self.proj = None
             nn.init.zeros_(self.attn.to_out[0].weight)
             nn.init.zeros_(self.attn.to_out[0].bias)

@@ -12,6 +12,7 @@ user's mask instead. `video.ddim.ddim_edit` replaces the edit's latents outside 
 after every step, and `compose` adds only the decoded change inside the mask to the source frames, so
 what the edit does not name stays as it was.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -56,8 +57,17 @@ class AttentionBlend:
     frame; a map whose region covers more than `max_cover` of the frame names no place (the source
     caption's colour word on the builtin prior attends to the background) and is left out."""
 
-    def __init__(self, source_tokens: list[int], edit_tokens: list[int], n_frames: int, size: int,
-                 threshold: float = 0.6, dilate: int = 0, layers: str = "up_blocks", max_cover: float = 0.5):
+    def __init__(
+        self,
+        source_tokens: list[int],
+        edit_tokens: list[int],
+        n_frames: int,
+        size: int,
+        threshold: float = 0.6,
+        dilate: int = 0,
+        layers: str = "up_blocks",
+        max_cover: float = 0.5,
+    ):
         self.source_tokens, self.edit_tokens = list(source_tokens), list(edit_tokens)
         self.f, self.size, self.threshold, self.dilate = n_frames, size, threshold, dilate
         self.layers, self.max_cover = layers, max_cover
@@ -88,7 +98,7 @@ class AttentionBlend:
         mean = self.sum / self.calls
         for video, tokens in ((0, self.source_tokens), (1, self.edit_tokens)):
             for tok in tokens:
-                m = mean[video * self.f:(video + 1) * self.f, tok:tok + 1]
+                m = mean[video * self.f : (video + 1) * self.f, tok : tok + 1]
                 lo, hi = m.amin(dim=(2, 3), keepdim=True), m.amax(dim=(2, 3), keepdim=True)
                 m = (m - lo) / (hi - lo).clamp(min=1e-8)
                 if float((m > self.threshold).float().mean()) <= self.max_cover:
@@ -125,20 +135,24 @@ def read_mask(path: str | Path, indices: list[int], video_size: tuple[int, int],
     arrays = read_all_frames(path, "mask")
     n = len(indices)
     if len(arrays) != n and len(arrays) <= indices[-1]:
-        raise UserError(f"mask '{path}' has {len(arrays)} frames; it needs one per frame used ({n}) "
-                        f"or one per input frame (at least {indices[-1] + 1})")
+        raise UserError(
+            f"mask '{path}' has {len(arrays)} frames; it needs one per frame used ({n}) "
+            f"or one per input frame (at least {indices[-1] + 1})"
+        )
     picked = arrays if len(arrays) == n else [arrays[i] for i in indices]
     shapes = {a.shape[:2] for a in picked}
     if shapes != {tuple(video_size)}:
         h, w = sorted(shapes)[0]
         raise UserError(f"mask '{path}' frames are {w}x{h}, the video's are {video_size[1]}x{video_size[0]}")
-    x = torch.stack([torch.from_numpy(a.reshape(*a.shape[:2], -1)[..., :3].astype("float32")).mean(-1) / 255.0
-                     for a in picked])[:, None]
+    x = torch.stack(
+        [torch.from_numpy(a.reshape(*a.shape[:2], -1)[..., :3].astype("float32")).mean(-1) / 255.0 for a in picked]
+    )[:, None]
     return (crop_resize(x, size) > 0.5).float()
 
 
-def make_blend(cfg, tokenizer, source: str, edit: str, n_frames: int, latent_size: int,
-               user_mask: torch.Tensor | None = None):
+def make_blend(
+    cfg, tokenizer, source: str, edit: str, n_frames: int, latent_size: int, user_mask: torch.Tensor | None = None
+):
     """The blend of one edit: the user's mask (`mask=`), else the attention of the differing words
     (`local.enabled`), else None. cfg: VideoEditConfig; source / edit: the prompts as the model reads them."""
     if user_mask is not None:
@@ -156,8 +170,9 @@ def pixel_mask(blend, size: int) -> torch.Tensor:
     return F.interpolate(m, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1).cpu()
 
 
-def compose(source: torch.Tensor, decoded_source: torch.Tensor, decoded_edit: torch.Tensor,
-            mask: torch.Tensor | None) -> torch.Tensor:
+def compose(
+    source: torch.Tensor, decoded_source: torch.Tensor, decoded_edit: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
     """The edited frames [F,3,H,W]: the source plus what the edit changed in the decoded frames, inside
     the mask (None: everywhere). The VAE's own error on the source (source - decoded_source) is kept out
     of the result: the builtin prior's VAE turns backdrops it never saw into other colours (grey: 14 dB)."""

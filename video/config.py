@@ -1,5 +1,6 @@
 """Typed config of the video-editing system (Tune-A-Video and ControlVideo differ in YAML only: ControlVideo
 names `control:` maps and its own inflation settings)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

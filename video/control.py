@@ -6,6 +6,7 @@ transformers depth-estimation model folder the user has (`depth_model=PATH`). `C
 wraps the (inflated) UNet with a diffusers MultiControlNetModel so every UNet call, including the
 CFG batch of `Prior.predict_noise`, gets the ControlNet residuals of its frames.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,8 +29,9 @@ def parse_controls(specs: list[str]) -> list[tuple[str, float]]:
         kind, _, weight = str(spec).partition(":")
         kind = kind.strip().lower()
         if kind not in CONTROL_KINDS:
-            raise UserError(f"unknown --control '{kind}' (known: {', '.join(CONTROL_KINDS)}; "
-                            "add a weight as canny:0.7)")
+            raise UserError(
+                f"unknown --control '{kind}' (known: {', '.join(CONTROL_KINDS)}; add a weight as canny:0.7)"
+            )
         try:
             w = float(weight) if weight else 1.0
         except ValueError:
@@ -56,7 +58,9 @@ def resolve_controlnets(controlnet: str | None, kinds: list[str], builtin_model:
         if kind not in paths and builtin_model and kind in BUILTIN_CONTROLNETS:
             paths[kind] = BUILTIN_CONTROLNETS[kind]
         if kind not in paths:
-            raise UserError(f"control '{kind}' needs a ControlNet: pass controlnet=PATH (a diffusers ControlNetModel folder)")
+            raise UserError(
+                f"control '{kind}' needs a ControlNet: pass controlnet=PATH (a diffusers ControlNetModel folder)"
+            )
         if not (paths[kind] / "config.json").is_file():
             raise UserError(f"ControlNet folder '{paths[kind]}' for control '{kind}' is missing or has no config.json")
     return {k: paths[k] for k in kinds}
@@ -65,8 +69,10 @@ def resolve_controlnets(controlnet: str | None, kinds: list[str], builtin_model:
 def depth_maps(frames: torch.Tensor, model_path: str | None) -> torch.Tensor:
     """frames [F,3,H,W] -> normalised depth [F,3,H,W] in [0,1] (near = bright), via a local model."""
     if not model_path or not Path(model_path).expanduser().is_dir():
-        raise UserError("control 'depth' needs depth_model=PATH: a local transformers depth-estimation model "
-                        "folder (e.g. a DPT or Depth Anything checkpoint)")
+        raise UserError(
+            "control 'depth' needs depth_model=PATH: a local transformers depth-estimation model "
+            "folder (e.g. a DPT or Depth Anything checkpoint)"
+        )
     from transformers import AutoImageProcessor, AutoModelForDepthEstimation
 
     try:
@@ -127,13 +133,33 @@ class ControlledUNet(nn.Module):
     def config(self):
         return self.unet.config
 
-    def forward(self, sample: torch.Tensor, timestep, encoder_hidden_states: torch.Tensor,
-                cross_attention_kwargs: dict | None = None, **kwargs):
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep,
+        encoder_hidden_states: torch.Tensor,
+        cross_attention_kwargs: dict | None = None,
+        **kwargs,
+    ):
         kw = cross_attention_kwargs or {}
         n = self.cond_0.shape[0]
         reps = sample.shape[0] // n
         conds = [getattr(self, f"cond_{i}").to(sample.dtype).repeat(reps, 1, 1, 1) for i in range(self.n_conds)]
-        down, mid = self.controlnet(sample, timestep, encoder_hidden_states, controlnet_cond=conds,
-                                    conditioning_scale=self.weights, cross_attention_kwargs=kw, return_dict=False)
-        return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states, cross_attention_kwargs=kw,
-                         down_block_additional_residuals=down, mid_block_additional_residual=mid, **kwargs)
+        down, mid = self.controlnet(
+            sample,
+            timestep,
+            encoder_hidden_states,
+            controlnet_cond=conds,
+            conditioning_scale=self.weights,
+            cross_attention_kwargs=kw,
+            return_dict=False,
+        )
+        return self.unet(
+            sample,
+            timestep,
+            encoder_hidden_states=encoder_hidden_states,
+            cross_attention_kwargs=kw,
+            down_block_additional_residuals=down,
+            mid_block_additional_residual=mid,
+            **kwargs,
+        )

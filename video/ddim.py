@@ -10,6 +10,7 @@ already converts v-prediction outputs to epsilon.
 caption, no CFG: it retraces the inversion back to the source video) whose spatial self-attention
 weights the edit reuses during the first steps (`video.attention`, source attention).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -23,8 +24,9 @@ from gen3d.diffusion.prior import cfg_combine
 EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def make_eps(prior, model: torch.nn.Module, cond: torch.Tensor, uncond: torch.Tensor | None = None,
-             guidance_scale: float = 1.0) -> EpsFn:
+def make_eps(
+    prior, model: torch.nn.Module, cond: torch.Tensor, uncond: torch.Tensor | None = None, guidance_scale: float = 1.0
+) -> EpsFn:
     """cond / uncond: text embeddings [1,L,D]. Without uncond (or scale 1) no CFG batch is run."""
 
     def eps(latents: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -46,8 +48,9 @@ def _scheduler(scheduler_cls, prior, steps: int, device):
 
 
 @torch.no_grad()
-def _denoise_loop(scheduler_cls, eps: EpsFn, latents: torch.Tensor, prior, steps: int,
-                  trajectory: list | None = None) -> torch.Tensor:
+def _denoise_loop(
+    scheduler_cls, eps: EpsFn, latents: torch.Tensor, prior, steps: int, trajectory: list | None = None
+) -> torch.Tensor:
     sched = _scheduler(scheduler_cls, prior, steps, latents.device)
     x = latents.float()
     for t in sched.timesteps:
@@ -71,9 +74,20 @@ def ddim_sample(eps: EpsFn, latents: torch.Tensor, prior, steps: int) -> torch.T
 
 
 @torch.no_grad()
-def ddim_edit(prior, model: torch.nn.Module, latents: torch.Tensor, source: torch.Tensor, cond: torch.Tensor,
-              uncond: torch.Tensor, guidance_scale: float, steps: int, source_attention: float,
-              trajectory: list | None = None, correct: bool = False, blend=None) -> torch.Tensor:
+def ddim_edit(
+    prior,
+    model: torch.nn.Module,
+    latents: torch.Tensor,
+    source: torch.Tensor,
+    cond: torch.Tensor,
+    uncond: torch.Tensor,
+    guidance_scale: float,
+    steps: int,
+    source_attention: float,
+    trajectory: list | None = None,
+    correct: bool = False,
+    blend=None,
+) -> torch.Tensor:
     """DDIM sampling of one edit from inverted latents [F,C,h,w] with a source branch.
 
     source / cond / uncond: text embeddings [1,L,D] of the source caption, the edit prompt and the

@@ -10,6 +10,7 @@ plate), `gradient` (a soft diagonal colour gradient), `texture` (smooth coloured
 checker). The object is rendered over black and over white: the difference is its coverage (alpha),
 so any backdrop image composites exactly, and `alpha > 0.5` is the ground-truth mask.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,11 +38,21 @@ def backdrop(kind: str, size: int, seed: int = 0) -> torch.Tensor:
     v, u = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
     if kind == "gradient":  # teal at the top left to warm sand at the bottom right
         t = ((u + v) / 2)[None]
-        return torch.tensor([0.25, 0.55, 0.6])[:, None, None] * (1 - t) + torch.tensor([0.85, 0.7, 0.45])[:, None, None] * t
+        return (
+            torch.tensor([0.25, 0.55, 0.6])[:, None, None] * (1 - t)
+            + torch.tensor([0.85, 0.7, 0.45])[:, None, None] * t
+        )
     g = torch.Generator().manual_seed(seed)
     phase = 2 * math.pi * torch.rand(3, 2, generator=g)
-    waves = torch.stack([0.5 + 0.18 * torch.sin(2 * math.pi * (1.5 + c) * u + phase[c, 0])
-                         * torch.cos(2 * math.pi * (1 + 0.5 * c) * v + phase[c, 1]) for c in range(3)])
+    waves = torch.stack(
+        [
+            0.5
+            + 0.18
+            * torch.sin(2 * math.pi * (1.5 + c) * u + phase[c, 0])
+            * torch.cos(2 * math.pi * (1 + 0.5 * c) * v + phase[c, 1])
+            for c in range(3)
+        ]
+    )
     checker = ((torch.floor(u * 8) + torch.floor(v * 8)) % 2)[None] * 0.06
     return (waves + checker).clamp(0, 1)
 
@@ -54,20 +65,38 @@ def _scenes(n: int, size: int, shape: str, colour: str, motion: str, travel: flo
     right, up = cams.c2w[:, :3, 0], cams.c2w[:, :3, 1]
     if motion not in MOTIONS:
         raise ValueError(f"unknown motion {motion!r} (one of {', '.join(MOTIONS)})")
-    shift = {"slide": travel * s[:, None] * right, "rise": 0.7 * travel * s[:, None] * up,
-             "spin": 0.2 * travel * s[:, None] * right, "zoom": torch.zeros(n, 3)}[motion]  # on screen
+    shift = {
+        "slide": travel * s[:, None] * right,
+        "rise": 0.7 * travel * s[:, None] * up,
+        "spin": 0.2 * travel * s[:, None] * right,
+        "zoom": torch.zeros(n, 3),
+    }[motion]  # on screen
     cams.c2w[:, :3, 3] -= shift  # the camera moves the other way
     cams.light_position = cams.c2w[:, :3, 3] + torch.tensor([1.0, 1.5, 0.5])
     yaw = torch.linspace(0, 0.6 * math.pi, n) if motion == "spin" else torch.zeros(n)
     tilt = torch.full((n,), 0.25) if motion == "spin" else torch.zeros(n)
-    return dict(shape=torch.full((n,), SHAPES.index(shape)), colour=torch.full((n,), COLOURS.index(colour)),
-                cameras=cams, rotation=_rotation(yaw, tilt, torch.zeros(n)), scale=full(0.8),
-                albedo_jitter=torch.zeros(n, 3), ambient=full(0.35), background=torch.zeros(n, 3))
+    return dict(
+        shape=torch.full((n,), SHAPES.index(shape)),
+        colour=torch.full((n,), COLOURS.index(colour)),
+        cameras=cams,
+        rotation=_rotation(yaw, tilt, torch.zeros(n)),
+        scale=full(0.8),
+        albedo_jitter=torch.zeros(n, 3),
+        ambient=full(0.35),
+        background=torch.zeros(n, 3),
+    )
 
 
-def moving_shape_and_mask(n_frames: int = 8, size: int = 64, shape: str = "sphere", colour: str = "blue",
-                          travel: float = 0.9, elevation: float = 15.0, motion: str = "slide",
-                          background: str = "white") -> tuple[torch.Tensor, torch.Tensor]:
+def moving_shape_and_mask(
+    n_frames: int = 8,
+    size: int = 64,
+    shape: str = "sphere",
+    colour: str = "blue",
+    travel: float = 0.9,
+    elevation: float = 15.0,
+    motion: str = "slide",
+    background: str = "white",
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(frames [F,3,size,size] in [0,1], ground-truth object masks [F,size,size] bool)."""
     scenes = _scenes(n_frames, size, shape, colour, motion, travel, elevation)
     cfg = PriorDataConfig(image_size=size, supersample=2)
@@ -78,15 +107,23 @@ def moving_shape_and_mask(n_frames: int = 8, size: int = 64, shape: str = "spher
     return frames.clamp(0, 1), alpha[:, 0] > 0.5
 
 
-def moving_shape(n_frames: int = 8, size: int = 64, shape: str = "sphere", colour: str = "blue",
-                 travel: float = 0.9, elevation: float = 15.0, motion: str = "slide",
-                 background: str = "white") -> torch.Tensor:
+def moving_shape(
+    n_frames: int = 8,
+    size: int = 64,
+    shape: str = "sphere",
+    colour: str = "blue",
+    travel: float = 0.9,
+    elevation: float = 15.0,
+    motion: str = "slide",
+    background: str = "white",
+) -> torch.Tensor:
     """frames [F,3,size,size] in [0,1] (see `moving_shape_and_mask`)."""
     return moving_shape_and_mask(n_frames, size, shape, colour, travel, elevation, motion, background)[0]
 
 
-def write_demo(path: str | Path, n_frames: int = 8, size: int = 64, fps: float = 8.0, mask: str | Path | None = None,
-               **kw) -> Path:
+def write_demo(
+    path: str | Path, n_frames: int = 8, size: int = 64, fps: float = 8.0, mask: str | Path | None = None, **kw
+) -> Path:
     """Render `moving_shape_and_mask` and write it as .mp4 / .gif (or PNGs when path has no suffix);
     mask: also write the ground-truth masks there (same convention)."""
     from gen3d.utils.media import save_image
@@ -116,5 +153,16 @@ if __name__ == "__main__":
     p.add_argument("--background", default="white", choices=BACKGROUNDS)
     p.add_argument("--mask", help="also write the ground-truth object masks (.mp4 / .gif / folder)")
     a = p.parse_args()
-    print(write_demo(a.out, a.frames, a.size, a.fps, a.mask, shape=a.shape, colour=a.colour, motion=a.motion,
-                     background=a.background))
+    print(
+        write_demo(
+            a.out,
+            a.frames,
+            a.size,
+            a.fps,
+            a.mask,
+            shape=a.shape,
+            colour=a.colour,
+            motion=a.motion,
+            background=a.background,
+        )
+    )

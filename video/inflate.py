@@ -5,6 +5,7 @@ become `FrameAttnProcessor`s, every transformer block's attn1 gets a `temporal` 
 (`TemporalAttention`, zero output), and every other Attention gets `PassThroughProcessor`.
 Call the result with `cross_attention_kwargs={"n_frames": F}` on latents [B*F, C, h, w].
 """
+
 from __future__ import annotations
 
 import torch
@@ -17,8 +18,9 @@ from video.attention import FrameAttnProcessor, PassThroughProcessor, TemporalAt
 TEMPORAL_KINDS = ("tuneavideo", "controlvideo", "none")
 
 
-def inflate(model: torch.nn.Module, spatial: str = "sparse_causal", temporal: str = "tuneavideo",
-            key_frame: int = 0) -> torch.nn.Module:
+def inflate(
+    model: torch.nn.Module, spatial: str = "sparse_causal", temporal: str = "tuneavideo", key_frame: int = 0
+) -> torch.nn.Module:
     """Inflate `model` (UNet2DConditionModel or ControlNetModel) in place; returns it.
 
     spatial: attention pattern of attn1 across frames (sparse_causal | key_frame | self).
@@ -54,8 +56,10 @@ def select_trainable(model: torch.nn.Module, patterns: list[str]) -> list[str]:
     for pattern in patterns:
         hits = [n for n, _ in model.named_parameters() if pattern in n]
         if not hits:
-            raise UserError(f"inflation.trainable: pattern '{pattern}' matches no UNet parameter "
-                            "(e.g. attn1.to_q, attn2.to_q, attn1.to_out, temporal)")
+            raise UserError(
+                f"inflation.trainable: pattern '{pattern}' matches no UNet parameter "
+                "(e.g. attn1.to_q, attn2.to_q, attn1.to_out, temporal)"
+            )
         chosen.extend(hits)
     params = dict(model.named_parameters())
     for n in chosen:

@@ -3,6 +3,7 @@
 Frames start, start+stride, ... (`frames` of them) are taken, centre-cropped to a square and
 resized to `size`. Every problem a user can cause is a one-line UserError.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -38,8 +39,10 @@ def _wanted(total: int | None, frames: int, stride: int, start: int, path: Path)
     if total is not None and idx[-1] >= total:
         if total < 2:
             raise UserError(f"video '{path}' has only {total} frame(s); a video needs at least 2")
-        raise UserError(f"--frames {frames} with --start {start} --stride {stride} needs frame {idx[-1]}, "
-                        f"but video '{path}' has {total} frames")
+        raise UserError(
+            f"--frames {frames} with --start {start} --stride {stride} needs frame {idx[-1]}, "
+            f"but video '{path}' has {total} frames"
+        )
     return idx
 
 
@@ -91,8 +94,10 @@ def _iter_file(path: Path, idx: list[int] | None, label: str = "video") -> tuple
             if idx is not None and i >= idx[-1]:
                 break
     except Exception as err:
-        raise UserError(f"cannot read {label} '{path}' (corrupt or unsupported format): "
-                        f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+        raise UserError(
+            f"cannot read {label} '{path}' (corrupt or unsupported format): "
+            f"{str(err).splitlines()[0] if str(err) else type(err).__name__}"
+        ) from None
     return arrays, total, meta
 
 
@@ -128,14 +133,15 @@ def crop_resize(x: torch.Tensor, size: int) -> torch.Tensor:
     """[F,C,H,W] -> [F,C,size,size]: centre-crop to a square, resize (bilinear, antialiased)."""
     h, w = x.shape[-2:]
     s = min(h, w)
-    x = x[..., (h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+    x = x[..., (h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s]
     if s != size:
         x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     return x
 
 
-def read_video(path: str | Path, frames: int, stride: int = 1, start: int = 0, size: int = 64,
-               fps: float = 0.0) -> Clip:
+def read_video(
+    path: str | Path, frames: int, stride: int = 1, start: int = 0, size: int = 64, fps: float = 0.0
+) -> Clip:
     """Read, select, centre-crop and resize frames. fps: used for folders (0: DEFAULT_FPS)."""
     if not path:
         raise UserError("no input video: pass --video input.mp4 (or a .gif, or a folder of frames)")
@@ -148,5 +154,9 @@ def read_video(path: str | Path, frames: int, stride: int = 1, start: int = 0, s
         arrays, src_fps, idx = _read_file(path, frames, stride, start)
     _check_sizes(arrays, path)
     x = _to_tensor(arrays)
-    return Clip(frames=crop_resize(x, size).clamp(0, 1), fps=src_fps or fps or DEFAULT_FPS, indices=idx,
-                source_size=tuple(x.shape[-2:]))
+    return Clip(
+        frames=crop_resize(x, size).clamp(0, 1),
+        fps=src_fps or fps or DEFAULT_FPS,
+        indices=idx,
+        source_size=tuple(x.shape[-2:]),
+    )

@@ -10,6 +10,7 @@ foreground masks of source and edited frames (foreground: pixels away from the f
 meaningful for plain backgrounds such as the demo's) and, with the classifier, the fraction of frames
 whose classified shape equals the source frame's (the classifier's error on the source cancels out).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -32,8 +33,10 @@ def frame_consistency(emb: torch.Tensor) -> dict:
     sim = e @ e.T
     n = e.shape[0]
     pairs = list(itertools.combinations(range(n), 2))
-    return {"consecutive": float(sim.diagonal(1).mean()),
-            "all_pairs": float(torch.stack([sim[i, j] for i, j in pairs]).mean())}
+    return {
+        "consecutive": float(sim.diagonal(1).mean()),
+        "all_pairs": float(torch.stack([sim[i, j] for i, j in pairs]).mean()),
+    }
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor, where: torch.Tensor | None = None) -> float:
@@ -52,8 +55,12 @@ def silhouette_masks(frames: torch.Tensor, threshold: float = 0.1) -> torch.Tens
     return (x - background).abs().amax(dim=1) > threshold
 
 
-def source_agreement(source: torch.Tensor, edited: torch.Tensor, source_shapes: list[str] | None = None,
-                     edited_shapes: list[str] | None = None) -> dict:
+def source_agreement(
+    source: torch.Tensor,
+    edited: torch.Tensor,
+    source_shapes: list[str] | None = None,
+    edited_shapes: list[str] | None = None,
+) -> dict:
     """source / edited [F,3,H,W] in [0,1] -> silhouette IoU per frame and mean, and (given the classified
     shapes of both) the fraction of frames classified as the same shape as the source frame."""
     a, b = silhouette_masks(source), silhouette_masks(edited.to(source.device))
@@ -83,8 +90,9 @@ class Judge:
         """frames [F,3,H,W] in [0,1] -> (embedding name, [F,D])."""
         if self.clip is not None:
             model, proc = self.clip
-            inputs = proc(images=list(frames.float().permute(0, 2, 3, 1).cpu().numpy()), return_tensors="pt",
-                          do_rescale=False)
+            inputs = proc(
+                images=list(frames.float().permute(0, 2, 3, 1).cpu().numpy()), return_tensors="pt", do_rescale=False
+            )
             return "clip", _pooled(model.get_image_features(pixel_values=inputs["pixel_values"].to(model.dtype)))
         if self.classifier is not None:
             p = next(self.classifier.parameters())

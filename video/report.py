@@ -1,5 +1,6 @@
 """The video-run part of a run's report.html (gen3d.report.page calls it for `system: video` runs):
 source and edits side by side, their frames over their foreground masks, and the metrics table."""
+
 from __future__ import annotations
 
 from html import escape
@@ -53,18 +54,23 @@ def section(info: RunInfo, files: Path) -> str:
         return ""
     edits = info.video.get("edits", [])
     clips = [("source", info.run_dir / "source.mp4")] + [
-        (f"edit {i}: {e.get('prompt', '')}", info.run_dir / f"edit-{i}.mp4") for i, e in enumerate(edits)]
+        (f"edit {i}: {e.get('prompt', '')}", info.run_dir / f"edit-{i}.mp4") for i, e in enumerate(edits)
+    ]
     out = videos_section(info, [(label, p) for label, p in clips if p.is_file()], "Source and edits")
     names = ["source"] + [f"edit-{i}" for i in range(len(edits))]
     strip = frame_strip(info.run_dir, names, files)
     if strip:
         labels = " / ".join(f"{n} and its mask" for n in names)
-        out += (f'<h2>Frames and foreground masks</h2><p class="meta">rows: {escape(labels)}</p>'
-                f'<img class="pixel" src="{strip}" id="video-strip" style="max-width:100%" '
-                'onload="this.width = Math.min(2 * this.naturalWidth, 1000)">')
+        out += (
+            f'<h2>Frames and foreground masks</h2><p class="meta">rows: {escape(labels)}</p>'
+            f'<img class="pixel" src="{strip}" id="video-strip" style="max-width:100%" '
+            'onload="this.width = Math.min(2 * this.naturalWidth, 1000)">'
+        )
     rows = {"source": flatten(info.video.get("source", {}))}
     rows.update({f"edit {i}": flatten(e) for i, e in enumerate(edits)})
     keys = sorted({k for r in rows.values() for k in r})
     if keys:
-        out += "<h2>Metrics</h2>" + table(["metric", *rows], [[k, *(r.get(k, "") for r in rows.values())] for k in keys])
+        out += "<h2>Metrics</h2>" + table(
+            ["metric", *rows], [[k, *(r.get(k, "") for r in rows.values())] for k in keys]
+        )
     return out

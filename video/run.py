@@ -6,6 +6,7 @@ run_video: read the clip -> encode frames to latents -> inflate the prior's UNet
 edit-<i>.mp4/.gif, frames/edit-<i>/*.png, compare-<i>.mp4 (source | edit), metrics.json.
 Every file is written atomically; metrics.json is written last.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -57,11 +58,15 @@ def validate(cfg: VideoEditConfig) -> None:
     if cfg.trainer.max_steps < 0 or cfg.sampling.steps < 1 or cfg.sampling.inversion_steps < 1:
         raise UserError("trainer.max_steps must be >= 0 and sampling.steps, sampling.inversion_steps >= 1")
     if not 0.0 <= cfg.sampling.source_attention <= 1.0:
-        raise UserError(f"sampling.source_attention is a fraction of the sampling steps in [0, 1] "
-                        f"(got {cfg.sampling.source_attention})")
+        raise UserError(
+            f"sampling.source_attention is a fraction of the sampling steps in [0, 1] "
+            f"(got {cfg.sampling.source_attention})"
+        )
     if cfg.sampling.source_attention > 0 and not cfg.sampling.invert:
-        raise UserError("sampling.source_attention needs the inverted source latents: set sampling.invert=true "
-                        "or sampling.source_attention=0")
+        raise UserError(
+            "sampling.source_attention needs the inverted source latents: set sampling.invert=true "
+            "or sampling.source_attention=0"
+        )
     if cfg.mask and not cfg.sampling.invert:
         raise UserError("--mask keeps the source outside the mask: it needs sampling.invert=true")
     clip = read_video(cfg.video, cfg.frames, cfg.stride, cfg.start, cfg.size or 64, cfg.fps)
@@ -103,13 +108,18 @@ def build_model(cfg: VideoEditConfig, prior, frames: torch.Tensor, run_dir: Path
     inf = cfg.inflation
     unet = inflate(prior.unet, inf.spatial, inf.temporal, inf.key_frame)
     names = select_trainable(unet, inf.trainable)
-    log.info("fine-tuning %d tensors (%.2fM parameters)", len(names),
-             sum(p.numel() for p in unet.parameters() if p.requires_grad) / 1e6)
+    log.info(
+        "fine-tuning %d tensors (%.2fM parameters)",
+        len(names),
+        sum(p.numel() for p in unet.parameters() if p.requires_grad) / 1e6,
+    )
     controls = parse_controls(cfg.control)
     if not controls:
         return unet
     paths = resolve_controlnets(cfg.controlnet, [k for k, _ in controls], _is_builtin(cfg.model))
-    nets = [inflate(n, inf.spatial, "none", inf.key_frame).to(prior.device) for n in load_controlnets(paths, prior.dtype)]
+    nets = [
+        inflate(n, inf.spatial, "none", inf.key_frame).to(prior.device) for n in load_controlnets(paths, prior.dtype)
+    ]
     conds = []
     for kind, _ in controls:
         maps = control_maps(kind, frames.cpu(), cfg)
@@ -132,9 +142,11 @@ def write_edit(run_dir: Path, i: int, source: torch.Tensor, edited: torch.Tensor
     src = source.permute(0, 2, 3, 1).cpu()
     for k, frame in enumerate(ed):
         save_image(run_dir / "frames" / f"edit-{i}" / f"{k:04d}.png", frame)
-    paths = {"mp4": write_video(run_dir / f"edit-{i}.mp4", ed, fps=fps),
-             "gif": write_video(run_dir / f"edit-{i}.gif", ed, fps=fps),
-             "compare": write_video(run_dir / f"compare-{i}.mp4", torch.cat([src, ed], dim=2), fps=fps)}
+    paths = {
+        "mp4": write_video(run_dir / f"edit-{i}.mp4", ed, fps=fps),
+        "gif": write_video(run_dir / f"edit-{i}.gif", ed, fps=fps),
+        "compare": write_video(run_dir / f"compare-{i}.mp4", torch.cat([src, ed], dim=2), fps=fps),
+    }
     return {k: str(v) for k, v in paths.items()}
 
 
@@ -191,11 +203,25 @@ def run_video(cfg: VideoEditConfig, run_dir: Path, resume: Path | None = None, e
             if not s.invert:
                 g = torch.Generator().manual_seed(cfg.seed + i)
                 x_t = torch.randn(latents.shape, generator=g).to(device)
-            blend = make_blend(cfg, prior.tokenizer, prompts[0], prompts[1 + i], len(frames), latents.shape[-1], user_mask)
+            blend = make_blend(
+                cfg, prior.tokenizer, prompts[0], prompts[1 + i], len(frames), latents.shape[-1], user_mask
+            )
             uncond = src_emb if s.invert and s.negative_prompt_inversion else neg_emb
             # no source attention, trajectory or blend: plain CFG sampling (ddim_edit then equals ddim_sample)
-            out = ddim_edit(prior, model, x_t, src_emb, e[None], uncond, s.guidance_scale, s.steps, s.source_attention,
-                            trajectory, trajectory is not None, blend)
+            out = ddim_edit(
+                prior,
+                model,
+                x_t,
+                src_emb,
+                e[None],
+                uncond,
+                s.guidance_scale,
+                s.steps,
+                s.source_attention,
+                trajectory,
+                trajectory is not None,
+                blend,
+            )
             with torch.no_grad():
                 edited = prior.decode_latents(out.to(prior.dtype)).float().cpu()
             mask = pixel_mask(blend, size) if blend is not None else None
@@ -207,8 +233,7 @@ def run_video(cfg: VideoEditConfig, run_dir: Path, resume: Path | None = None, e
                 paths["mask"] = str(write_video(run_dir / f"mask-{i}.mp4", m, fps=clip.fps))
             metrics["edits"].append({**judge.report(edited, text, (frames.cpu(), metrics["source"])), "files": paths})
             result["edits"].append(paths)
-    metrics.update(fps=clip.fps, frames=clip.indices, size=size, first_loss=tuner.first_loss,
-                   last_loss=tuner.last_loss)
+    metrics.update(fps=clip.fps, frames=clip.indices, size=size, first_loss=tuner.first_loss, last_loss=tuner.last_loss)
     write_text_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=1))
     _print_metrics(metrics)
     result["metrics"] = metrics
@@ -218,8 +243,10 @@ def run_video(cfg: VideoEditConfig, run_dir: Path, resume: Path | None = None, e
 def _print_metrics(metrics: dict) -> None:
     for label, m in [("source", metrics["source"])] + [(f"edit-{i}", m) for i, m in enumerate(metrics["edits"])]:
         fc = m["frame_consistency"]
-        line = (f"{label:>8} '{m['prompt']}': frame consistency ({fc['embedding']}) consecutive={fc['consecutive']:.4f} "
-                f"all-pairs={fc['all_pairs']:.4f}")
+        line = (
+            f"{label:>8} '{m['prompt']}': frame consistency ({fc['embedding']}) consecutive={fc['consecutive']:.4f} "
+            f"all-pairs={fc['all_pairs']:.4f}"
+        )
         if "text_alignment_clip" in m:
             line += f" text-alignment(CLIP)={m['text_alignment_clip']:.4f}"
         cls = m.get("classifier") or {}

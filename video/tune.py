@@ -6,6 +6,7 @@ caption -> MSE to the prior's training target (`gen3d.diffusion.noise`: the nois
 Only the parameters chosen by `inflation.trainable` get gradients and optimizer state, and only
 they go into checkpoints (the frozen 2D weights are re-read from the prior's folder on resume).
 """
+
 from __future__ import annotations
 
 import logging
@@ -26,8 +27,15 @@ log = logging.getLogger("gen3d")
 class VideoTuner(L.LightningModule):
     """model: inflated UNet or ControlledUNet; latents [F,C,h,w]; text [1,L,D] (source caption)."""
 
-    def __init__(self, model: torch.nn.Module, latents: torch.Tensor, text: torch.Tensor, noise_scheduler,
-                 lr: float, weight_decay: float = 0.0):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        latents: torch.Tensor,
+        text: torch.Tensor,
+        noise_scheduler,
+        lr: float,
+        weight_decay: float = 0.0,
+    ):
         super().__init__()
         self.model = model
         self.register_buffer("latents", latents.detach().float().clone(), persistent=False)
@@ -102,15 +110,34 @@ class _Steps(torch.utils.data.Dataset):
 
 def make_trainer(cfg: VideoEditConfig, run_dir: Path, accelerator: str) -> L.Trainer:
     t = cfg.trainer
-    ckpt = ModelCheckpoint(dirpath=run_dir / "ckpts", filename="step-{step:06d}", every_n_train_steps=t.checkpoint_every,
-                           save_top_k=-1, save_last=True, auto_insert_metric_name=False)
-    return L.Trainer(max_steps=t.max_steps, max_epochs=-1, accelerator=accelerator, **parallel_trainer_kwargs(t.devices),
-                     precision=t.precision, callbacks=[ckpt, StepLog(t.log_every)], logger=False,
-                     default_root_dir=str(run_dir), num_sanity_val_steps=0, limit_val_batches=0,
-                     enable_model_summary=False, enable_progress_bar=False, log_every_n_steps=t.log_every)
+    ckpt = ModelCheckpoint(
+        dirpath=run_dir / "ckpts",
+        filename="step-{step:06d}",
+        every_n_train_steps=t.checkpoint_every,
+        save_top_k=-1,
+        save_last=True,
+        auto_insert_metric_name=False,
+    )
+    return L.Trainer(
+        max_steps=t.max_steps,
+        max_epochs=-1,
+        accelerator=accelerator,
+        **parallel_trainer_kwargs(t.devices),
+        precision=t.precision,
+        callbacks=[ckpt, StepLog(t.log_every)],
+        logger=False,
+        default_root_dir=str(run_dir),
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        enable_model_summary=False,
+        enable_progress_bar=False,
+        log_every_n_steps=t.log_every,
+    )
 
 
-def fine_tune(tuner: VideoTuner, cfg: VideoEditConfig, run_dir: Path, accelerator: str, resume: Path | None) -> L.Trainer:
+def fine_tune(
+    tuner: VideoTuner, cfg: VideoEditConfig, run_dir: Path, accelerator: str, resume: Path | None
+) -> L.Trainer:
     """Run the Lightning fit (resumable from a checkpoint written by it)."""
     if cfg.trainer.gradient_checkpointing:
         for m in tuner.modules():
@@ -130,6 +157,8 @@ def load_trainable(tuner: VideoTuner, ckpt: Path) -> None:
     if missing:
         from gen3d.errors import UserError
 
-        raise UserError(f"checkpoint '{ckpt}' lacks {len(missing)} fine-tuned parameters (e.g. {sorted(missing)[0]}); "
-                        "was it written with the same inflation settings?")
+        raise UserError(
+            f"checkpoint '{ckpt}' lacks {len(missing)} fine-tuned parameters (e.g. {sorted(missing)[0]}); "
+            "was it written with the same inflation settings?"
+        )
     tuner.load_state_dict(state, strict=False)

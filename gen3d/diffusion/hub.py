@@ -14,6 +14,7 @@ the cache HF_HUB_CACHE / HF_HOME; GEN3D_HUB_TIMEOUT (seconds, default 10) bounds
 
     python -m gen3d.diffusion.hub stabilityai/stable-diffusion-2-1-base   # fetch ahead of a run
 """
+
 from __future__ import annotations
 
 import json
@@ -82,25 +83,37 @@ def _missing(snap: Path | None) -> list[str]:
 
 
 def _unreachable(repo_id: str, missing: list[str], reason: str) -> UserError:
-    what = "is not in the Hugging Face cache" if missing == ["everything"] else \
-        f"is incomplete in the Hugging Face cache (missing: {', '.join(missing)})"
-    return UserError(f"model '{repo_id}' {what} ({cache_dir()}) and {reason}: fetch it where the hub is reachable "
-                     f"with `{fetch_command(repo_id)}` (then copy the cache), or run offline with --model builtin")
+    what = (
+        "is not in the Hugging Face cache"
+        if missing == ["everything"]
+        else f"is incomplete in the Hugging Face cache (missing: {', '.join(missing)})"
+    )
+    return UserError(
+        f"model '{repo_id}' {what} ({cache_dir()}) and {reason}: fetch it where the hub is reachable "
+        f"with `{fetch_command(repo_id)}` (then copy the cache), or run offline with --model builtin"
+    )
 
 
 def _hub_error(repo_id: str, err: Exception, missing: list[str]) -> UserError:
     """The one-line message for an exception raised by a hub request."""
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
-    if isinstance(err, GatedRepoError) or (isinstance(err, HfHubHTTPError) and err.response is not None
-                                           and err.response.status_code in (401, 403)
-                                           and not isinstance(err, RepositoryNotFoundError)):
-        return UserError(f"model '{repo_id}' is gated or private on the hub ({endpoint()}): accept its licence at "
-                         f"{endpoint()}/{repo_id} and log in with `hf auth login` (or set HF_TOKEN), "
-                         "or use --model builtin")
+    if isinstance(err, GatedRepoError) or (
+        isinstance(err, HfHubHTTPError)
+        and err.response is not None
+        and err.response.status_code in (401, 403)
+        and not isinstance(err, RepositoryNotFoundError)
+    ):
+        return UserError(
+            f"model '{repo_id}' is gated or private on the hub ({endpoint()}): accept its licence at "
+            f"{endpoint()}/{repo_id} and log in with `hf auth login` (or set HF_TOKEN), "
+            "or use --model builtin"
+        )
     if isinstance(err, (RepositoryNotFoundError, RevisionNotFoundError)):
-        return UserError(f"model '{repo_id}' is not a local folder and does not exist on the hub ({endpoint()}): "
-                         "check the id, or pass a local diffusers folder or --model builtin")
+        return UserError(
+            f"model '{repo_id}' is not a local folder and does not exist on the hub ({endpoint()}): "
+            "check the id, or pass a local diffusers folder or --model builtin"
+        )
     first = (str(err).strip().splitlines() or [type(err).__name__])[0]
     return _unreachable(repo_id, missing, f"the hub is unreachable ({type(err).__name__}: {first[:160]})")
 
@@ -124,11 +137,15 @@ def fetch(repo_id: str, revision: str = "main") -> Path:
         files = [s.rfilename for s in (info.siblings or [])]
         index = None
         if "model_index.json" in files:
-            index = json.loads(Path(hf_hub_download(filename="model_index.json", revision=info.sha,
-                                                    **kwargs)).read_text())
+            index = json.loads(
+                Path(hf_hub_download(filename="model_index.json", revision=info.sha, **kwargs)).read_text()
+            )
         patterns = needed_files(repo_id, files, index)
-        print(f"fetching '{repo_id}' ({len(patterns)} files, those already cached are kept) from {endpoint()} "
-              f"into {cache_dir()}", file=sys.stderr)
+        print(
+            f"fetching '{repo_id}' ({len(patterns)} files, those already cached are kept) from {endpoint()} "
+            f"into {cache_dir()}",
+            file=sys.stderr,
+        )
         path = Path(snapshot_download(revision=revision, allow_patterns=patterns, **kwargs))
     except UserError:
         raise
@@ -136,8 +153,9 @@ def fetch(repo_id: str, revision: str = "main") -> Path:
         raise _hub_error(repo_id, err, missing) from None
     left = _missing(path)
     if left:
-        raise UserError(f"model '{repo_id}': the download finished without {', '.join(left)}; "
-                        f"run `{fetch_command(repo_id)}` again")
+        raise UserError(
+            f"model '{repo_id}': the download finished without {', '.join(left)}; run `{fetch_command(repo_id)}` again"
+        )
     return path
 
 

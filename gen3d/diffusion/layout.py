@@ -9,6 +9,7 @@ each weight (`diffusion_pytorch_model.safetensors`, `.fp16.safetensors`, `.bin`,
     when the run is float32), the full-precision file first when loading a folder that holds both in
     float32. Other variants (non_ema, ema) and formats (flax, onnx, ckpt) are never used.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,20 @@ from gen3d.errors import UserError
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")  # what a Prior loads
 REQUIRED = ("unet", "text_encoder", "tokenizer", "scheduler")  # the VAE is absent from pixel-space priors
 WEIGHTED = ("unet", "vae", "text_encoder")  # components that hold weights
-WEIGHT_EXTS = (".safetensors", ".bin", ".ckpt", ".pt", ".pth", ".msgpack", ".h5", ".onnx", ".onnx_data",
-               ".pb", ".gguf", ".onnx.data")
+WEIGHT_EXTS = (
+    ".safetensors",
+    ".bin",
+    ".ckpt",
+    ".pt",
+    ".pth",
+    ".msgpack",
+    ".h5",
+    ".onnx",
+    ".onnx_data",
+    ".pb",
+    ".gguf",
+    ".onnx.data",
+)
 FORMATS = ("safetensors", "bin")  # what from_pretrained reads (in order of preference)
 _SHARD = re.compile(r"-\d{5}-of-\d{5}$")
 
@@ -87,17 +100,21 @@ def needed_files(repo: str, repo_files: list[str], index: dict | None, prefer_fp
     if index is None:
         root = [f for f in repo_files if "/" not in f]
         if "config.json" not in root:
-            raise UserError(f"hub repository '{repo}' has neither model_index.json nor config.json: "
-                            "not a diffusers pipeline or model")
+            raise UserError(
+                f"hub repository '{repo}' has neither model_index.json nor config.json: "
+                "not a diffusers pipeline or model"
+            )
         return _component_files(repo, "", root, prefer_fp16)
     comps = _components(index)
     missing = [c for c in REQUIRED if c not in comps or not any(f.startswith(c + "/") for f in repo_files)]
     if missing:
-        raise UserError(f"hub repository '{repo}' has no '{missing[0]}' component: not a text-to-image "
-                        "diffusers pipeline (a prior needs unet, text_encoder, tokenizer, scheduler)")
+        raise UserError(
+            f"hub repository '{repo}' has no '{missing[0]}' component: not a text-to-image "
+            "diffusers pipeline (a prior needs unet, text_encoder, tokenizer, scheduler)"
+        )
     out = ["model_index.json"]
     for comp in comps:
-        inside = [f[len(comp) + 1:] for f in repo_files if f.startswith(comp + "/")]
+        inside = [f[len(comp) + 1 :] for f in repo_files if f.startswith(comp + "/")]
         out += [f"{comp}/{f}" for f in _component_files(repo, comp, inside, prefer_fp16)]
     return out
 
@@ -138,11 +155,15 @@ def check_pipeline_folder(path: Path, name: str) -> list[str]:
     comps = _components(index)
     for comp in REQUIRED:
         if comp not in comps:
-            raise UserError(f"model '{name}': model_index.json has no '{comp}' entry (found: "
-                            f"{', '.join(sorted(k for k in index if not k.startswith('_')))})")
+            raise UserError(
+                f"model '{name}': model_index.json has no '{comp}' entry (found: "
+                f"{', '.join(sorted(k for k in index if not k.startswith('_')))})"
+            )
         if not (Path(path) / comp).is_dir():
-            raise UserError(f"model '{name}': the folder {path} has no {comp}/ (model_index.json lists it); "
-                            "the download or copy is incomplete")
+            raise UserError(
+                f"model '{name}': the folder {path} has no {comp}/ (model_index.json lists it); "
+                "the download or copy is incomplete"
+            )
     for comp in WEIGHTED:
         if comp in comps and (Path(path) / comp).is_dir():
             if not (Path(path) / comp / "config.json").is_file():
@@ -159,8 +180,12 @@ def incomplete_components(path: Path) -> list[str]:
     out = [c for c in REQUIRED if c not in comps]
     for comp in comps:
         folder = Path(path) / comp
-        if not folder.is_dir() or (comp in WEIGHTED and (not (folder / "config.json").is_file() or
-                                                       choose_weights([p.name for p in folder.iterdir() if p.is_file()], True)
-                                                       is None)):
+        if not folder.is_dir() or (
+            comp in WEIGHTED
+            and (
+                not (folder / "config.json").is_file()
+                or choose_weights([p.name for p in folder.iterdir() if p.is_file()], True) is None
+            )
+        ):
             out.append(comp)
     return out

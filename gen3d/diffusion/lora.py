@@ -10,6 +10,7 @@ block the UNet is exactly the original one (adapters off, no class embedding).
 is a plain attribute, so a system can register the wrapper as a submodule (checkpoints, optimizer,
 DDP) without the frozen weights.
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -50,14 +51,17 @@ class VSDLoRA(nn.Module):
         if ADAPTER in (getattr(unet, "peft_config", None) or {}):
             raise UserError(f"the UNet already carries a '{ADAPTER}' LoRA adapter")
         object.__setattr__(self, "unet", unet)  # plain attribute: not a submodule, not in state_dict()
-        unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha or rank, init_lora_weights=True,
-                                    target_modules=list(LORA_TARGETS)), adapter_name=ADAPTER)
+        unet.add_adapter(
+            LoraConfig(r=rank, lora_alpha=alpha or rank, init_lora_weights=True, target_modules=list(LORA_TARGETS)),
+            adapter_name=ADAPTER,
+        )
         # register the peft LoRA sub-layers (not their frozen base layers) as our own children
         self.lora_layers = nn.ModuleDict()
         for name, module in unet.named_modules():
             if hasattr(module, "lora_A") and ADAPTER in module.lora_A:
                 self.lora_layers[name.replace(".", "_")] = nn.ModuleDict(
-                    {"A": module.lora_A[ADAPTER], "B": module.lora_B[ADAPTER]})
+                    {"A": module.lora_A[ADAPTER], "B": module.lora_B[ADAPTER]}
+                )
         if not self.lora_layers:
             raise UserError(f"no attention projections ({', '.join(LORA_TARGETS)}) found in the UNet for VSD's LoRA")
         self.lora_layers.float()  # trainable weights stay float32 under a half-precision prior
@@ -102,8 +106,8 @@ class VSDLoRA(nn.Module):
         if set(state_dict) != expected:
             missing, extra = sorted(expected - set(state_dict)), sorted(set(state_dict) - expected)
             raise UserError(f"VSD LoRA state dict mismatch: missing {missing[:3]}, unexpected {extra[:3]}")
-        unet_sd = {k[len("unet."):]: v for k, v in state_dict.items() if k.startswith("unet.")}
-        cam_sd = {k[len("camera_embedding."):]: v for k, v in state_dict.items() if k.startswith("camera_embedding.")}
+        unet_sd = {k[len("unet.") :]: v for k, v in state_dict.items() if k.startswith("unet.")}
+        cam_sd = {k[len("camera_embedding.") :]: v for k, v in state_dict.items() if k.startswith("camera_embedding.")}
         set_peft_model_state_dict(self.unet, unet_sd, adapter_name=ADAPTER)
         self.camera_embedding.load_state_dict(cam_sd)
         self._set_enabled(False)

@@ -12,6 +12,7 @@ diffusers' `DDPMScheduler.add_noise` / `get_velocity` (tests/test_noise.py check
 Used by the guidances (SDS, VSD), the VSD LoRA's loss, the builtin prior's and ControlNet's
 training, and the video fine-tuning.
 """
+
 from __future__ import annotations
 
 import torch
@@ -26,7 +27,9 @@ def alpha_at(alphas_cumprod: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return alphas_cumprod.to(t.device)[t].view(-1, 1, 1, 1)
 
 
-def add_noise(alphas_cumprod: torch.Tensor, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+def add_noise(
+    alphas_cumprod: torch.Tensor, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor
+) -> torch.Tensor:
     """x_t = sqrt(a_t) x + sqrt(1 - a_t) eps (forward diffusion), in float32."""
     a = alpha_at(alphas_cumprod, t)
     return a.sqrt() * latents.float() + (1 - a).sqrt() * noise.float()
@@ -38,8 +41,9 @@ def velocity(alphas_cumprod: torch.Tensor, latents: torch.Tensor, noise: torch.T
     return a.sqrt() * noise - (1 - a).sqrt() * latents
 
 
-def training_target(prediction_type: str, alphas_cumprod: torch.Tensor, latents: torch.Tensor,
-                    noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+def training_target(
+    prediction_type: str, alphas_cumprod: torch.Tensor, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor
+) -> torch.Tensor:
     """What a UNet of this prediction type is trained to output for x_t = add_noise(latents, noise, t).
 
     latents (x0) / noise [B,C,h,w], t [B] -> [B,C,h,w]: eps, v, or x0.
@@ -53,8 +57,13 @@ def training_target(prediction_type: str, alphas_cumprod: torch.Tensor, latents:
     raise UserError(f"unsupported prediction_type '{prediction_type}' (known: {', '.join(PREDICTION_TYPES)})")
 
 
-def to_epsilon(prediction_type: str, alphas_cumprod: torch.Tensor, model_out: torch.Tensor,
-               latents_noisy: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+def to_epsilon(
+    prediction_type: str,
+    alphas_cumprod: torch.Tensor,
+    model_out: torch.Tensor,
+    latents_noisy: torch.Tensor,
+    t: torch.Tensor,
+) -> torch.Tensor:
     """A UNet output of this prediction type -> the epsilon prediction at x_t."""
     if prediction_type == "epsilon":
         return model_out

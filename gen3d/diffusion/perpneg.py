@@ -18,6 +18,7 @@ use them). With e_pos = eps(pos) - eps(uncond) and e_i = eps(neg_i) - eps(uncond
 One UNet batch of 4B (positive, unconditional, two negatives). The guidance layer turns it into SDS's
 gradient (w(t) (eps_perpneg - eps)) or VSD's pretrained branch (w(t) (eps_perpneg - eps_phi)).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -49,8 +50,14 @@ def perpendicular(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return x - coef.view(-1, *[1] * (x.dim() - 1)) * y
 
 
-def perp_neg_inputs(view_emb: torch.Tensor, uncond: torch.Tensor, elevation: torch.Tensor, azimuth: torch.Tensor,
-                    views: ViewConfig = ViewConfig(), cfg: PerpNegConfig = PerpNegConfig()):
+def perp_neg_inputs(
+    view_emb: torch.Tensor,
+    uncond: torch.Tensor,
+    elevation: torch.Tensor,
+    azimuth: torch.Tensor,
+    views: ViewConfig = ViewConfig(),
+    cfg: PerpNegConfig = PerpNegConfig(),
+):
     """view_emb [V,L,D] (VIEWS order), uncond [B,L,D], cameras [B] (degrees) ->
     (pos [B,L,D], negs [B,2,L,D], weights [B,2])."""
     front, side, back = (view_emb[VIEWS.index(v)] for v in ("front", "side", "back"))
@@ -59,10 +66,16 @@ def perp_neg_inputs(view_emb: torch.Tensor, uncond: torch.Tensor, elevation: tor
     r = torch.where(phi < 90, 1 - phi / 90, 2 - phi / 90)
     rr = r.view(-1, 1, 1).to(view_emb.dtype)
     pos = torch.where(frontal, rr * front + (1 - rr) * side, rr * side + (1 - rr) * back)
-    negs = torch.stack([torch.where(frontal, front, side).expand_as(pos),
-                        torch.where(frontal, side, front).expand_as(pos)], 1)
-    weights = torch.stack([torch.where(phi < 90, -decay(cfg.f_fs, r), -decay(cfg.f_sb, r)),
-                           torch.where(phi < 90, -decay(cfg.f_sf, 1 - r), -decay(cfg.f_fsb, r))], 1)
+    negs = torch.stack(
+        [torch.where(frontal, front, side).expand_as(pos), torch.where(frontal, side, front).expand_as(pos)], 1
+    )
+    weights = torch.stack(
+        [
+            torch.where(phi < 90, -decay(cfg.f_fs, r), -decay(cfg.f_sb, r)),
+            torch.where(phi < 90, -decay(cfg.f_sf, 1 - r), -decay(cfg.f_fsb, r)),
+        ],
+        1,
+    )
     overhead = view_index(elevation.cpu(), azimuth.cpu(), views).to(view_emb.device) == VIEWS.index("overhead")
     pos = torch.where(overhead.view(-1, 1, 1), view_emb[VIEWS.index("overhead")].expand_as(pos), pos)
     negs = torch.where(overhead.view(-1, 1, 1, 1), uncond.unsqueeze(1).expand_as(negs), negs)
@@ -70,8 +83,9 @@ def perp_neg_inputs(view_emb: torch.Tensor, uncond: torch.Tensor, elevation: tor
     return pos, negs, weights
 
 
-def perp_neg_combine(eps_uncond: torch.Tensor, eps_pos: torch.Tensor, eps_negs: torch.Tensor,
-                     weights: torch.Tensor, scale: float) -> torch.Tensor:
+def perp_neg_combine(
+    eps_uncond: torch.Tensor, eps_pos: torch.Tensor, eps_negs: torch.Tensor, weights: torch.Tensor, scale: float
+) -> torch.Tensor:
     """eps_u + s (e_pos + sum_i w_i perp(e_i, e_pos)); eps_negs [B,K,...], weights [B,K]."""
     e_pos = eps_pos - eps_uncond
     acc = torch.zeros_like(e_pos)
@@ -80,12 +94,20 @@ def perp_neg_combine(eps_uncond: torch.Tensor, eps_pos: torch.Tensor, eps_negs: 
     return eps_uncond + scale * (e_pos + acc)
 
 
-def perp_neg_eps(prior, latents_noisy: torch.Tensor, t: torch.Tensor, pos: torch.Tensor, uncond: torch.Tensor,
-                 negs: torch.Tensor, weights: torch.Tensor, scale: float, unet=None) -> torch.Tensor:
+def perp_neg_eps(
+    prior,
+    latents_noisy: torch.Tensor,
+    t: torch.Tensor,
+    pos: torch.Tensor,
+    uncond: torch.Tensor,
+    negs: torch.Tensor,
+    weights: torch.Tensor,
+    scale: float,
+    unet=None,
+) -> torch.Tensor:
     """The Perp-Neg guided epsilon [B,C,h,w] (float32) from one UNet batch of (2 + K) B."""
     b, k = latents_noisy.shape[0], negs.shape[1]
     emb = torch.cat([pos, uncond, negs.transpose(0, 1).reshape(k * b, *negs.shape[2:])])
     eps = prior.unet_eps(torch.cat([latents_noisy] * (2 + k)), torch.cat([t] * (2 + k)), emb, unet=unet).float()
-    eps_pos, eps_u, eps_n = eps[:b], eps[b:2 * b], eps[2 * b:].reshape(k, b, *eps.shape[1:]).transpose(0, 1)
+    eps_pos, eps_u, eps_n = eps[:b], eps[b : 2 * b], eps[2 * b :].reshape(k, b, *eps.shape[1:]).transpose(0, 1)
     return perp_neg_combine(eps_u, eps_pos, eps_n, weights, scale)
-

@@ -8,6 +8,7 @@ frozen weights never enter checkpoints, optimizers or DDP wrappers.
 Classifier-free guidance has ONE convention everywhere (diffusers'):
     eps = eps_uncond + s * (eps_cond - eps_uncond)
 """
+
 from __future__ import annotations
 
 import json
@@ -32,8 +33,10 @@ def resolve_model(name: str) -> Path | str:
         raise UserError("--model is empty: pass 'builtin', a local diffusers folder or a hub id")
     if name == "builtin":
         if not (BUILTIN_PRIOR / "model_index.json").is_file():
-            raise UserError(f"the builtin prior is missing at {BUILTIN_PRIOR}; train it with "
-                            "`python launch.py --config builtin-prior.yaml`")
+            raise UserError(
+                f"the builtin prior is missing at {BUILTIN_PRIOR}; train it with "
+                "`python launch.py --config builtin-prior.yaml`"
+            )
         check_pipeline_folder(BUILTIN_PRIOR, name)
         return BUILTIN_PRIOR
     path = Path(name).expanduser()
@@ -45,9 +48,11 @@ def resolve_model(name: str) -> Path | str:
     from gen3d.diffusion.hub import fetch, is_hub_id
 
     if not is_hub_id(name):
-        raise UserError(f"model '{name}' not found: neither a local folder nor a hub id (org/name); "
-                        "pass a diffusers folder, a hub id such as stabilityai/stable-diffusion-2-1-base, "
-                        "or --model builtin")
+        raise UserError(
+            f"model '{name}' not found: neither a local folder nor a hub id (org/name); "
+            "pass a diffusers folder, a hub id such as stabilityai/stable-diffusion-2-1-base, "
+            "or --model builtin"
+        )
     folder = fetch(name)
     check_pipeline_folder(folder, name)
     return folder
@@ -78,8 +83,12 @@ def model_info(name: str) -> ModelInfo:
     if not unet_config.is_file():
         raise UserError(f"model '{name}' has no 'unet' component ({unet_config} is missing)")
     unet = json.loads(unet_config.read_text())
-    return ModelInfo(path=path, has_vae=has_vae(path, index), latent_channels=int(unet.get("in_channels", 4)),
-                     latent_size=int(unet.get("sample_size", 64)))
+    return ModelInfo(
+        path=path,
+        has_vae=has_vae(path, index),
+        latent_channels=int(unet.get("in_channels", 4)),
+        latent_size=int(unet.get("sample_size", 64)),
+    )
 
 
 @dataclass
@@ -166,8 +175,14 @@ class Prior:
         return encode_text(self.text_encoder, self.tokenizer, prompts).to(self.dtype)
 
     # ----- noise prediction --------------------------------------------------------------------
-    def unet_eps(self, latents_noisy: torch.Tensor, t: torch.Tensor, text_embeddings: torch.Tensor,
-                 unet: torch.nn.Module | None = None, **unet_kwargs) -> torch.Tensor:
+    def unet_eps(
+        self,
+        latents_noisy: torch.Tensor,
+        t: torch.Tensor,
+        text_embeddings: torch.Tensor,
+        unet: torch.nn.Module | None = None,
+        **unet_kwargs,
+    ) -> torch.Tensor:
         """The UNet's output converted to an epsilon prediction (handles v-prediction priors)."""
         unet = unet or self.unet
         out = unet(latents_noisy.to(self.dtype), t, encoder_hidden_states=text_embeddings, **unet_kwargs).sample
@@ -177,9 +192,16 @@ class Prior:
         """The UNet's output (of the scheduler's prediction type) -> epsilon."""
         return noise.to_epsilon(self.prediction_type, self.alphas_cumprod, model_out, latents_noisy, t)
 
-    def predict_noise(self, latents_noisy: torch.Tensor, t: torch.Tensor, cond: torch.Tensor,
-                      uncond: torch.Tensor, guidance_scale: float, unet: torch.nn.Module | None = None,
-                      **unet_kwargs) -> torch.Tensor:
+    def predict_noise(
+        self,
+        latents_noisy: torch.Tensor,
+        t: torch.Tensor,
+        cond: torch.Tensor,
+        uncond: torch.Tensor,
+        guidance_scale: float,
+        unet: torch.nn.Module | None = None,
+        **unet_kwargs,
+    ) -> torch.Tensor:
         """Classifier-free guided epsilon [B,C,h,w]: eps_u + s (eps_c - eps_u), one UNet batch of 2B."""
         x = torch.cat([latents_noisy, latents_noisy])
         tt = torch.cat([t, t])
@@ -199,8 +221,9 @@ class Prior:
 def encode_text(text_encoder: torch.nn.Module, tokenizer, prompts: list[str]) -> torch.Tensor:
     """Prompt embeddings [B, max_length, hidden] exactly as StableDiffusionPipeline computes them
     (differentiable: the builtin prior's training calls it on its trainable text encoder)."""
-    ids = tokenizer(list(prompts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                    return_tensors="pt").input_ids.to(text_encoder.device)
+    ids = tokenizer(
+        list(prompts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids.to(text_encoder.device)
     return text_encoder(ids)[0]
 
 
@@ -222,20 +245,31 @@ def load_prior(name: str, device: str | torch.device = "cpu", dtype: torch.dtype
 
     path = Path(resolve_model(name))
     index = read_index(path)  # resolve_model has checked the folder's components
-    weights = {c: folder_weights(path, c, prefer_fp16=dtype != torch.float32).load_kwargs()
-               for c in WEIGHTED if c != "vae" or has_vae(path, index)}
+    weights = {
+        c: folder_weights(path, c, prefer_fp16=dtype != torch.float32).load_kwargs()
+        for c in WEIGHTED
+        if c != "vae" or has_vae(path, index)
+    }
     try:
         unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=dtype, **weights["unet"])
         vae = None
         if has_vae(path, index):
             vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=dtype, **weights["vae"])
-        text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", torch_dtype=dtype,
-                                                     **weights["text_encoder"])
+        text_encoder = CLIPTextModel.from_pretrained(
+            path, subfolder="text_encoder", torch_dtype=dtype, **weights["text_encoder"]
+        )
         tokenizer = AutoTokenizer.from_pretrained(path, subfolder="tokenizer")
         scheduler = DDPMScheduler.from_pretrained(path, subfolder="scheduler")
     except (OSError, ValueError) as err:
         raise UserError(f"cannot load model '{name}' from {path}: {str(err).splitlines()[0]}") from None
-    prior = Prior(unet=_freeze(unet), vae=_freeze(vae) if vae is not None else None,
-                  text_encoder=_freeze(text_encoder), tokenizer=tokenizer, scheduler=scheduler,
-                  path=path, device=torch.device("cpu"), dtype=dtype)
+    prior = Prior(
+        unet=_freeze(unet),
+        vae=_freeze(vae) if vae is not None else None,
+        text_encoder=_freeze(text_encoder),
+        tokenizer=tokenizer,
+        scheduler=scheduler,
+        path=path,
+        device=torch.device("cpu"),
+        dtype=dtype,
+    )
     return prior.to(device)

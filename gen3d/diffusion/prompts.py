@@ -1,4 +1,5 @@
 """Prompt embeddings for guidance: cached on disk, optionally view-dependent (DreamFusion)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -67,9 +68,11 @@ def check_vocabulary(model_path: str | Path, text: str) -> None:
     try:
         check_prompt(None, text)
     except ValueError as err:
-        raise UserError(f"{err}. Either use a Stable Diffusion model for open prompts (--model "
-                        "stabilityai/stable-diffusion-2-1-base, downloaded on first use, or a local diffusers "
-                        "folder), or write the prompt in these words") from None
+        raise UserError(
+            f"{err}. Either use a Stable Diffusion model for open prompts (--model "
+            "stabilityai/stable-diffusion-2-1-base, downloaded on first use, or a local diffusers "
+            "folder), or write the prompt in these words"
+        ) from None
 
 
 class PromptEmbeddings:
@@ -77,7 +80,7 @@ class PromptEmbeddings:
 
     def __init__(self, prior: Prior, prompt: str, cfg: PromptConfig):
         if not prompt or not prompt.strip():
-            raise UserError("the prompt is empty: pass --prompt \"a red cube\"")
+            raise UserError('the prompt is empty: pass --prompt "a red cube"')
         check_vocabulary(prior.path, prompt)
         self.cfg = cfg
         texts = fit_view_prompts(prior.tokenizer, prompt, VIEWS, view_prompt) if cfg.view_dependent else [prompt]

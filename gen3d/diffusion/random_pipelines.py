@@ -13,6 +13,7 @@ real size. The tokenizer's vocabulary is small (no download): single characters 
 `write_hf_cache` lays a folder out as the Hugging Face cache does (`models--org--name/snapshots/<hash>/`
 with `refs/main`).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -22,55 +23,162 @@ from pathlib import Path
 
 import torch
 
-SD1_TEXT = dict(hidden_act="quick_gelu", hidden_size=768, intermediate_size=3072, num_attention_heads=12,
-                num_hidden_layers=12, projection_dim=768)
-SD2_TEXT = dict(hidden_act="gelu", hidden_size=1024, intermediate_size=4096, num_attention_heads=16,
-                num_hidden_layers=23, projection_dim=512)
-TEXT_COMMON = dict(architectures=["CLIPTextModel"], attention_dropout=0.0, bos_token_id=0, dropout=0.0,
-                   eos_token_id=2, initializer_factor=1.0, initializer_range=0.02, layer_norm_eps=1e-5,
-                   max_position_embeddings=77, model_type="clip_text_model", pad_token_id=1, vocab_size=49408)
-UNET_COMMON = dict(act_fn="silu", block_out_channels=[320, 640, 1280, 1280], center_input_sample=False,
-                   down_block_types=["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"], downsample_padding=1,
-                   flip_sin_to_cos=True, freq_shift=0, in_channels=4, layers_per_block=2, mid_block_scale_factor=1,
-                   norm_eps=1e-5, norm_num_groups=32, out_channels=4, sample_size=64,
-                   up_block_types=["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3)
-VAE = dict(act_fn="silu", block_out_channels=[128, 256, 512, 512], down_block_types=["DownEncoderBlock2D"] * 4,
-           in_channels=3, latent_channels=4, layers_per_block=2, norm_num_groups=32, out_channels=3,
-           sample_size=512, up_block_types=["UpDecoderBlock2D"] * 4, scaling_factor=0.18215)
-SCHEDULER = dict(beta_end=0.012, beta_schedule="scaled_linear", beta_start=0.00085, clip_sample=False,
-                 num_train_timesteps=1000, set_alpha_to_one=False, skip_prk_steps=True, steps_offset=1,
-                 trained_betas=None)
-INDEX = {"scheduler": ["diffusers", "PNDMScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
-         "tokenizer": ["transformers", "CLIPTokenizer"], "unet": ["diffusers", "UNet2DConditionModel"],
-         "vae": ["diffusers", "AutoencoderKL"]}
+SD1_TEXT = dict(
+    hidden_act="quick_gelu",
+    hidden_size=768,
+    intermediate_size=3072,
+    num_attention_heads=12,
+    num_hidden_layers=12,
+    projection_dim=768,
+)
+SD2_TEXT = dict(
+    hidden_act="gelu",
+    hidden_size=1024,
+    intermediate_size=4096,
+    num_attention_heads=16,
+    num_hidden_layers=23,
+    projection_dim=512,
+)
+TEXT_COMMON = dict(
+    architectures=["CLIPTextModel"],
+    attention_dropout=0.0,
+    bos_token_id=0,
+    dropout=0.0,
+    eos_token_id=2,
+    initializer_factor=1.0,
+    initializer_range=0.02,
+    layer_norm_eps=1e-5,
+    max_position_embeddings=77,
+    model_type="clip_text_model",
+    pad_token_id=1,
+    vocab_size=49408,
+)
+UNET_COMMON = dict(
+    act_fn="silu",
+    block_out_channels=[320, 640, 1280, 1280],
+    center_input_sample=False,
+    down_block_types=["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
+    downsample_padding=1,
+    flip_sin_to_cos=True,
+    freq_shift=0,
+    in_channels=4,
+    layers_per_block=2,
+    mid_block_scale_factor=1,
+    norm_eps=1e-5,
+    norm_num_groups=32,
+    out_channels=4,
+    sample_size=64,
+    up_block_types=["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
+)
+VAE = dict(
+    act_fn="silu",
+    block_out_channels=[128, 256, 512, 512],
+    down_block_types=["DownEncoderBlock2D"] * 4,
+    in_channels=3,
+    latent_channels=4,
+    layers_per_block=2,
+    norm_num_groups=32,
+    out_channels=3,
+    sample_size=512,
+    up_block_types=["UpDecoderBlock2D"] * 4,
+    scaling_factor=0.18215,
+)
+SCHEDULER = dict(
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    beta_start=0.00085,
+    clip_sample=False,
+    num_train_timesteps=1000,
+    set_alpha_to_one=False,
+    skip_prk_steps=True,
+    steps_offset=1,
+    trained_betas=None,
+)
+INDEX = {
+    "scheduler": ["diffusers", "PNDMScheduler"],
+    "text_encoder": ["transformers", "CLIPTextModel"],
+    "tokenizer": ["transformers", "CLIPTokenizer"],
+    "unet": ["diffusers", "UNet2DConditionModel"],
+    "vae": ["diffusers", "AutoencoderKL"],
+}
 
 LAYOUTS = {
     "sd15": dict(
-        index={"_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.6.0",
-               "feature_extractor": ["transformers", "CLIPImageProcessor"],
-               "safety_checker": ["stable_diffusion", "StableDiffusionSafetyChecker"], **INDEX},
-        unet=dict(attention_head_dim=8, cross_attention_dim=768), text=SD1_TEXT, pad="<|endoftext|>",
-        scheduler=dict(_class_name="PNDMScheduler"), root_ckpts=["v1-5-pruned.ckpt", "v1-5-pruned-emaonly.ckpt",
-                                                               "v1-5-pruned.safetensors"]),
+        index={
+            "_class_name": "StableDiffusionPipeline",
+            "_diffusers_version": "0.6.0",
+            "feature_extractor": ["transformers", "CLIPImageProcessor"],
+            "safety_checker": ["stable_diffusion", "StableDiffusionSafetyChecker"],
+            **INDEX,
+        },
+        unet=dict(attention_head_dim=8, cross_attention_dim=768),
+        text=SD1_TEXT,
+        pad="<|endoftext|>",
+        scheduler=dict(_class_name="PNDMScheduler"),
+        root_ckpts=["v1-5-pruned.ckpt", "v1-5-pruned-emaonly.ckpt", "v1-5-pruned.safetensors"],
+    ),
     "sd21-base": dict(
-        index={"_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.10.0.dev0",
-               "feature_extractor": ["transformers", "CLIPImageProcessor"], "requires_safety_checker": False,
-               "safety_checker": [None, None], **INDEX},
-        unet=dict(attention_head_dim=[5, 10, 20, 20], cross_attention_dim=1024, use_linear_projection=True,
-                  dual_cross_attention=False, only_cross_attention=False, upcast_attention=False),
-        text=SD2_TEXT, pad="!", scheduler=dict(_class_name="PNDMScheduler", prediction_type="epsilon"),
-        root_ckpts=["v2-1_512-ema-pruned.ckpt", "v2-1_512-nonema-pruned.safetensors"]),
+        index={
+            "_class_name": "StableDiffusionPipeline",
+            "_diffusers_version": "0.10.0.dev0",
+            "feature_extractor": ["transformers", "CLIPImageProcessor"],
+            "requires_safety_checker": False,
+            "safety_checker": [None, None],
+            **INDEX,
+        },
+        unet=dict(
+            attention_head_dim=[5, 10, 20, 20],
+            cross_attention_dim=1024,
+            use_linear_projection=True,
+            dual_cross_attention=False,
+            only_cross_attention=False,
+            upcast_attention=False,
+        ),
+        text=SD2_TEXT,
+        pad="!",
+        scheduler=dict(_class_name="PNDMScheduler", prediction_type="epsilon"),
+        root_ckpts=["v2-1_512-ema-pruned.ckpt", "v2-1_512-nonema-pruned.safetensors"],
+    ),
     "sd21": dict(
-        index={"_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.10.0.dev0",
-               "feature_extractor": ["transformers", "CLIPImageProcessor"], "requires_safety_checker": False,
-               "safety_checker": [None, None], **{**INDEX, "scheduler": ["diffusers", "DDIMScheduler"]}},
-        unet=dict(attention_head_dim=[5, 10, 20, 20], cross_attention_dim=1024, use_linear_projection=True,
-                  upcast_attention=True, sample_size=96),
-        text=SD2_TEXT, pad="!", scheduler=dict(_class_name="DDIMScheduler", prediction_type="v_prediction"),
-        root_ckpts=["v2-1_768-ema-pruned.ckpt"]),
+        index={
+            "_class_name": "StableDiffusionPipeline",
+            "_diffusers_version": "0.10.0.dev0",
+            "feature_extractor": ["transformers", "CLIPImageProcessor"],
+            "requires_safety_checker": False,
+            "safety_checker": [None, None],
+            **{**INDEX, "scheduler": ["diffusers", "DDIMScheduler"]},
+        },
+        unet=dict(
+            attention_head_dim=[5, 10, 20, 20],
+            cross_attention_dim=1024,
+            use_linear_projection=True,
+            upcast_attention=True,
+            sample_size=96,
+        ),
+        text=SD2_TEXT,
+        pad="!",
+        scheduler=dict(_class_name="DDIMScheduler", prediction_type="v_prediction"),
+        root_ckpts=["v2-1_768-ema-pruned.ckpt"],
+    ),
 }
-WORDS = ("a", "photo", "of", "pineapple", "red", "cube", "front", "side", "back", "overhead", "view", "dslr",
-         "sphere", "blue", "moving", "is")
+WORDS = (
+    "a",
+    "photo",
+    "of",
+    "pineapple",
+    "red",
+    "cube",
+    "front",
+    "side",
+    "back",
+    "overhead",
+    "view",
+    "dslr",
+    "sphere",
+    "blue",
+    "moving",
+    "is",
+)
 
 
 def configs(kind: str, width: str = "reduced") -> dict:
@@ -81,11 +189,17 @@ def configs(kind: str, width: str = "reduced") -> dict:
     vae = {"_class_name": "AutoencoderKL", **VAE, "sample_size": 768 if unet["sample_size"] == 96 else 512}
     if width == "reduced":
         heads = unet["attention_head_dim"]
-        unet.update(block_out_channels=[40, 80, 80, 80] if isinstance(heads, list) else [32, 64, 64, 64],
-                    norm_num_groups=8, sample_size=unet["sample_size"] // 8,
-                    cross_attention_dim=text["hidden_size"] // 16)
-        text.update(hidden_size=text["hidden_size"] // 16, intermediate_size=text["intermediate_size"] // 16,
-                    num_hidden_layers=text["num_hidden_layers"] // 6)
+        unet.update(
+            block_out_channels=[40, 80, 80, 80] if isinstance(heads, list) else [32, 64, 64, 64],
+            norm_num_groups=8,
+            sample_size=unet["sample_size"] // 8,
+            cross_attention_dim=text["hidden_size"] // 16,
+        )
+        text.update(
+            hidden_size=text["hidden_size"] // 16,
+            intermediate_size=text["intermediate_size"] // 16,
+            num_hidden_layers=text["num_hidden_layers"] // 6,
+        )
         vae.update(block_out_channels=[8, 16, 32, 32], norm_num_groups=4, sample_size=vae["sample_size"] // 8)
     return dict(unet=unet, vae=vae, text_encoder=text)
 
@@ -100,9 +214,18 @@ def _write_tokenizer(out: Path, pad: str) -> None:
     (out / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
     special = {"bos_token": BOS, "eos_token": EOS, "pad_token": pad, "unk_token": EOS}
     (out / "special_tokens_map.json").write_text(json.dumps(special))
-    (out / "tokenizer_config.json").write_text(json.dumps({
-        "add_prefix_space": False, "do_lower_case": True, "errors": "replace", "model_max_length": 77,
-        "tokenizer_class": "CLIPTokenizer", **special}))
+    (out / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "add_prefix_space": False,
+                "do_lower_case": True,
+                "errors": "replace",
+                "model_max_length": 77,
+                "tokenizer_class": "CLIPTokenizer",
+                **special,
+            }
+        )
+    )
 
 
 def _save(model, folder: Path, weights: str) -> None:
@@ -118,8 +241,9 @@ def _save(model, folder: Path, weights: str) -> None:
         model.to(torch.float32)
 
 
-def write_pipeline(kind: str, out: str | Path, width: str = "reduced", weights: str = "safetensors",
-                   seed: int = 0) -> Path:
+def write_pipeline(
+    kind: str, out: str | Path, width: str = "reduced", weights: str = "safetensors", seed: int = 0
+) -> Path:
     """Write a random-weight pipeline folder of layout `kind` (see module doc); returns `out`."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel

@@ -8,6 +8,7 @@ The tokenizer cuts everything past the limit without a word. Two consequences ar
 - any other prompt (negative prompts, video captions and edits): `warn_if_truncated` warns, naming what
   the text encoder will not see.
 """
+
 from __future__ import annotations
 
 import logging
@@ -46,9 +47,13 @@ def fit_view_prompts(tokenizer, prompt: str, views, view_prompt) -> list[str]:
     if n_tokens(tokenizer, prompt) + suffix <= room:
         return [view_prompt(prompt, v) for v in views]
     short = _fit_words(tokenizer, prompt, room - suffix)
-    log.warning("the prompt is %d tokens, the text encoder reads %d: shortened to '%s' so that the view suffix "
-                "(', front view', ...) survives; write a shorter prompt to choose what is kept",
-                n_tokens(tokenizer, prompt), room, short)
+    log.warning(
+        "the prompt is %d tokens, the text encoder reads %d: shortened to '%s' so that the view suffix "
+        "(', front view', ...) survives; write a shorter prompt to choose what is kept",
+        n_tokens(tokenizer, prompt),
+        room,
+        short,
+    )
     return [view_prompt(short, v) for v in views]
 
 
@@ -59,5 +64,6 @@ def warn_if_truncated(tokenizer, text: str) -> None:
     total = n_tokens(tokenizer, text)
     if total > room:
         kept = _fit_words(tokenizer, text, room)
-        log.warning("the prompt '%s' is %d tokens, the text encoder reads %d: it sees only '%s'",
-                    text, total, room, kept)
+        log.warning(
+            "the prompt '%s' is %d tokens, the text encoder reads %d: it sees only '%s'", text, total, room, kept
+        )

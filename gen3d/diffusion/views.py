@@ -1,4 +1,5 @@
 """DreamFusion's view-dependent prompting: a suffix chosen from the camera's azimuth/elevation."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -70,10 +70,13 @@ def _write_hits(tri, f, row, col, margin, tri_id, bary) -> None:
     area = np.where(ok, area, 1.0)
     pq = [(b, c), (c, a), (a, b)]  # the edge opposite each corner
     # signed distance of the texel centre to each edge line, positive inside
-    cross = np.stack(
-        [(q[:, 0] - p[:, 0]) * (row - p[:, 1]) - (q[:, 1] - p[:, 1]) * (col - p[:, 0]) for p, q in pq],
-        axis=-1,
-    ) * np.sign(area)[:, None]
+    cross = (
+        np.stack(
+            [(q[:, 0] - p[:, 0]) * (row - p[:, 1]) - (q[:, 1] - p[:, 1]) * (col - p[:, 0]) for p, q in pq],
+            axis=-1,
+        )
+        * np.sign(area)[:, None]
+    )
     length = np.stack([np.hypot(*(q - p).T) for p, q in pq], axis=-1)
     inside = ok & (cross >= -margin * length - 1e-9 * np.abs(area)[:, None]).all(axis=-1)
     if margin > 0:

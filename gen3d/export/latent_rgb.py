@@ -37,8 +37,9 @@ def fit_linear_map(latents: torch.Tensor, rgb: torch.Tensor) -> LinearMap:
     return LinearMap(weight=solution[:-1].float(), bias=solution[-1].float())
 
 
-def pixel_pairs(latents: torch.Tensor, rgb: torch.Tensor, mask: torch.Tensor | None = None,
-                min_pairs: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+def pixel_pairs(
+    latents: torch.Tensor, rgb: torch.Tensor, mask: torch.Tensor | None = None, min_pairs: int = 64
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Training pairs from views rendered as latents and decoded to RGB.
 
     Args:
@@ -50,8 +51,9 @@ def pixel_pairs(latents: torch.Tensor, rgb: torch.Tensor, mask: torch.Tensor | N
     """
     b, h, w, c = latents.shape
     if rgb.shape[1] % h or rgb.shape[2] % w or rgb.shape[1] // h != rgb.shape[2] // w:
-        raise ValueError(f"decoded views {tuple(rgb.shape)} are not a whole multiple of the latents "
-                         f"{tuple(latents.shape)}")
+        raise ValueError(
+            f"decoded views {tuple(rgb.shape)} are not a whole multiple of the latents {tuple(latents.shape)}"
+        )
     factor = rgb.shape[1] // h
     pooled = F.avg_pool2d(rgb.permute(0, 3, 1, 2).float(), factor).permute(0, 2, 3, 1)  # [B,h,w,3]
     flat_latents, flat_rgb = latents.reshape(-1, c), pooled.reshape(-1, 3)

@@ -19,18 +19,23 @@ from .uv import collapse_slivers, unwrap_uv
 from .writers import TexturedMesh, to_uint8, write_textured_mesh
 
 
-def colour_function(albedo_fn: FieldFn, cfg: ExportConfig, device: Device = None,
-                    density_fn: FieldFn | None = None) -> ColourFn:
+def colour_function(
+    albedo_fn: FieldFn, cfg: ExportConfig, device: Device = None, density_fn: FieldFn | None = None
+) -> ColourFn:
     """What a texel shows: the ray-composited albedo (``bake: ray`` with a density), else the
     albedo at the surface point."""
     if cfg.bake == "ray" and density_fn is not None:
-        return lambda p, n: ray_albedo(p, n, density_fn, albedo_fn, cfg.bake_depth, cfg.bake_samples,
-                                       cfg.chunk_size, device)
+        return lambda p, n: ray_albedo(
+            p, n, density_fn, albedo_fn, cfg.bake_depth, cfg.bake_samples, cfg.chunk_size, device
+        )
     return lambda p, n: query_field(albedo_fn, p, cfg.chunk_size, device)
 
 
 def texture_mesh(
-    mesh: trimesh.Trimesh, albedo_fn: FieldFn, cfg: ExportConfig, device: Device = None,
+    mesh: trimesh.Trimesh,
+    albedo_fn: FieldFn,
+    cfg: ExportConfig,
+    device: Device = None,
     density_fn: FieldFn | None = None,
 ) -> tuple[TexturedMesh, float, np.ndarray]:
     """Clean, unwrap and bake ``mesh``, then place it; returns (textured mesh, texel coverage,
@@ -40,9 +45,16 @@ def texture_mesh(
     faces = np.asarray(mesh.faces, dtype=np.int64)
     normals = np.asarray(mesh.vertex_normals, dtype=np.float64)
     layout = unwrap_uv(vertices, faces, cfg.texture_size, cfg.padding, cfg.uv_attempts)
-    image, coverage = bake_albedo(vertices, normals, faces, layout.uv, layout.faces_uv,
-                                  colour_function(albedo_fn, cfg, device, density_fn),
-                                  cfg.texture_size, cfg.padding)
+    image, coverage = bake_albedo(
+        vertices,
+        normals,
+        faces,
+        layout.uv,
+        layout.faces_uv,
+        colour_function(albedo_fn, cfg, device, density_fn),
+        cfg.texture_size,
+        cfg.padding,
+    )
     offset = placement_offset(vertices, cfg.placement)
     textured = TexturedMesh(
         vertices=vertices + offset,
@@ -112,8 +124,15 @@ def export_mesh(
         ValueError: if the field is empty or constant, or a fixed threshold misses it.
     """
     mesh, level = extract_mesh(
-        density_fn, radius, cfg.resolution, cfg.threshold,
-        cfg.chunk_size, cfg.min_component_fraction, device, cfg.close_radius, cfg.smooth_sigma,
+        density_fn,
+        radius,
+        cfg.resolution,
+        cfg.threshold,
+        cfg.chunk_size,
+        cfg.min_component_fraction,
+        device,
+        cfg.close_radius,
+        cfg.smooth_sigma,
     )
     out = export_trimesh(mesh, albedo_fn, out_dir, cfg, name=name, device=device, density_fn=density_fn)
     out["threshold"] = level

@@ -12,9 +12,7 @@ FieldFn = Callable[[torch.Tensor], torch.Tensor]
 Device = Union[str, torch.device, None]
 
 
-def query_field(
-    fn: FieldFn, points: np.ndarray, chunk_size: int, device: Device = None
-) -> np.ndarray:
+def query_field(fn: FieldFn, points: np.ndarray, chunk_size: int, device: Device = None) -> np.ndarray:
     """Evaluate ``fn`` on ``points`` in chunks under ``torch.no_grad``.
 
     Args:

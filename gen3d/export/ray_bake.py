@@ -16,15 +16,23 @@ import numpy as np
 from .query import Device, FieldFn, query_field
 
 
-def ray_albedo(points: np.ndarray, normals: np.ndarray, density_fn: FieldFn, albedo_fn: FieldFn,
-               depth: float, n_samples: int, chunk_size: int, device: Device = None) -> np.ndarray:
+def ray_albedo(
+    points: np.ndarray,
+    normals: np.ndarray,
+    density_fn: FieldFn,
+    albedo_fn: FieldFn,
+    depth: float,
+    n_samples: int,
+    chunk_size: int,
+    device: Device = None,
+) -> np.ndarray:
     """Volume-rendered albedo ``[N, 3]`` of rays through ``points [N,3]`` along ``-normals [N,3]``."""
     offsets = np.linspace(depth, -depth, n_samples)  # outside -> inside
     delta = 2.0 * depth / max(n_samples - 1, 1)
     out = np.empty((len(points), 3), dtype=np.float32)
     step = max(1, chunk_size // n_samples)
     for start in range(0, len(points), step):
-        p, n = points[start:start + step], normals[start:start + step]
+        p, n = points[start : start + step], normals[start : start + step]
         samples = (p[:, None, :] + offsets[None, :, None] * n[:, None, :]).reshape(-1, 3)
         sigma = np.maximum(query_field(density_fn, samples, chunk_size, device)[:, 0], 0.0).reshape(len(p), -1)
         albedo = query_field(albedo_fn, samples, chunk_size, device).reshape(len(p), n_samples, -1)
@@ -33,5 +41,5 @@ def ray_albedo(points: np.ndarray, normals: np.ndarray, density_fn: FieldFn, alb
         weights = transmittance * -np.expm1(-tau)  # [n, K]
         total = weights.sum(axis=1, keepdims=True)
         mixed = (weights[..., None] * albedo).sum(axis=1) / np.maximum(total, 1e-12)
-        out[start:start + step] = np.where(total > 1e-3, mixed, albedo[:, -1])
+        out[start : start + step] = np.where(total > 1e-3, mixed, albedo[:, -1])
     return out

@@ -69,8 +69,15 @@ def uv_coverage(uv: np.ndarray, faces_uv: np.ndarray) -> float:
     return float(0.5 * np.abs(d1[:, 0] * d2[:, 1] - d1[:, 1] * d2[:, 0]).sum())
 
 
-def _xatlas(vertices: np.ndarray, faces: np.ndarray, texture_size: int, padding: int,
-            max_cost: float, iterations: int, brute_force: bool):
+def _xatlas(
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    texture_size: int,
+    padding: int,
+    max_cost: float,
+    iterations: int,
+    brute_force: bool,
+):
     atlas = xatlas.Atlas()
     atlas.add_mesh(vertices, faces)
     pack = xatlas.PackOptions()
@@ -87,8 +94,9 @@ def _xatlas(vertices: np.ndarray, faces: np.ndarray, texture_size: int, padding:
     return atlas[0]
 
 
-def unwrap_uv(vertices: np.ndarray, faces: np.ndarray, texture_size: int, padding: int,
-              attempts: int = len(UV_CANDIDATES)) -> UVLayout:
+def unwrap_uv(
+    vertices: np.ndarray, faces: np.ndarray, texture_size: int, padding: int, attempts: int = len(UV_CANDIDATES)
+) -> UVLayout:
     """Cut and pack ``vertices [V,3]``, ``faces [F,3]`` into one square atlas.
 
     xatlas picks the chart scale itself (``texture_size`` is a hint: its atlas typically
@@ -105,8 +113,9 @@ def unwrap_uv(vertices: np.ndarray, faces: np.ndarray, texture_size: int, paddin
     scale = 1.0 / np.sqrt(max(median_area, 1e-30))
     verts = np.ascontiguousarray((vertices - vertices.mean(0)) * scale, dtype=np.float32)
     tris = np.ascontiguousarray(faces, dtype=np.uint32)
-    layouts = [_xatlas(verts, tris, texture_size, padding, *options)
-               for options in UV_CANDIDATES[:max(1, int(attempts))]]
+    layouts = [
+        _xatlas(verts, tris, texture_size, padding, *options) for options in UV_CANDIDATES[: max(1, int(attempts))]
+    ]
     vmapping, faces_uv, uv = max(layouts, key=lambda layout: uv_coverage(layout[2], layout[1]))
     d1, d2 = uv[faces_uv[:, 1]] - uv[faces_uv[:, 0]], uv[faces_uv[:, 2]] - uv[faces_uv[:, 0]]
     uv_area = d1[:, 0] * d2[:, 1] - d1[:, 1] * d2[:, 0]

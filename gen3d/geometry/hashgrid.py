@@ -15,6 +15,7 @@ than one gather over all levels), points in chunks (the
 corner-major layouts (every elementwise op runs over a long contiguous point axis), and a
 backward that recomputes corners instead of saving [N,L,8] tensors.
 """
+
 from __future__ import annotations
 
 import math
@@ -78,7 +79,7 @@ class _LevelPlan:
     group (the default, 1) was as fast or faster than larger groups at every size tried."""
 
     def __init__(self, cfg: HashGridConfig, group_entries: int = 1):
-        T = 2 ** cfg.log2_hashmap_size
+        T = 2**cfg.log2_hashmap_size
         b = cfg.level_scale()
         self.n_levels = cfg.n_levels
         self.hash_mask = T - 1
@@ -99,12 +100,25 @@ class _LevelPlan:
         l = 0
         while l < self.n_levels:
             m = l + 1
-            while (m < self.n_levels and self.dense[m] == self.dense[l]
-                   and self.offsets[m] + self.sizes[m] - self.offsets[l] <= group_entries):
+            while (
+                m < self.n_levels
+                and self.dense[m] == self.dense[l]
+                and self.offsets[m] + self.sizes[m] - self.offsets[l] <= group_entries
+            ):
                 m += 1
             o = self.offsets[l]
-            self.groups.append(_Group(l, m, self.dense[l], o, self.offsets[m - 1] + self.sizes[m - 1] - o,
-                                      self.scales[l:m], self.res[l:m], [x - o for x in self.offsets[l:m]]))
+            self.groups.append(
+                _Group(
+                    l,
+                    m,
+                    self.dense[l],
+                    o,
+                    self.offsets[m - 1] + self.sizes[m - 1] - o,
+                    self.scales[l:m],
+                    self.res[l:m],
+                    [x - o for x in self.offsets[l:m]],
+                )
+            )
             l = m
 
 
@@ -151,7 +165,7 @@ def _work(plan: _LevelPlan, table: torch.Tensor, n: int, corner_rows: int = 2**2
     """(group, the group's block [F,cols] of the table, start, end), group-major: a block stays
     in cache while all points visit it; point chunks keep [Lg,8,n] tensors at a few MB."""
     for g in plan.groups:
-        block = table[:, g.col0: g.col0 + g.cols]
+        block = table[:, g.col0 : g.col0 + g.cols]
         chunk = max(1024, corner_rows // (8 * (g.stop - g.start)))
         for s in range(0, n, chunk):
             yield g, block, s, min(s + chunk, n)
@@ -177,7 +191,7 @@ class _HashEncode(torch.autograd.Function):
         out = x.new_empty(F_, plan.n_levels, N)
         for g, block, s, e in _work(plan, table, N):
             idx, frac = _group_corners(xt[:, s:e], g, plan.hash_mask)
-            out[:, g.start: g.stop, s:e] = (_gather(block, idx) * _trilinear_weights(frac)).sum(2)
+            out[:, g.start : g.stop, s:e] = (_gather(block, idx) * _trilinear_weights(frac)).sum(2)
         ctx.save_for_backward(xt, table)
         ctx.plan = plan
         return rearrange(out, "f l n -> n (l f)")
@@ -193,10 +207,10 @@ class _HashEncode(torch.autograd.Function):
         for grp, block, s, e in _work(plan, table, N):
             with torch.no_grad():
                 idx, frac = _group_corners(xt[:, s:e], grp, plan.hash_mask)
-            g = g_all[:, grp.start: grp.stop, None, s:e]  # [F,Lg,1,n]
+            g = g_all[:, grp.start : grp.stop, None, s:e]  # [F,Lg,1,n]
             if want_table:
                 contrib = (g * _trilinear_weights(frac)).view(F_, -1)
-                grad_table[:, grp.col0: grp.col0 + grp.cols].index_add_(1, idx.view(-1), contrib)
+                grad_table[:, grp.col0 : grp.col0 + grp.cols].index_add_(1, idx.view(-1), contrib)
             if want_x:  # d out / d frac through the trilinear weights, times s_l
                 gc = (_gather(block, idx) * g).sum(0).view(-1, 2, 2, 2, e - s)  # dLoss/dweight per corner
                 wx, wy, wz = _axis_weights(frac).unbind(1)  # [Lg,2,n] each
@@ -256,11 +270,17 @@ class _TcnnHashGrid(nn.Module):
         import tinycudann as tcnn  # lazy: CUDA only
 
         self.cfg = cfg
-        self.encoding = tcnn.Encoding(3, {
-            "otype": "HashGrid", "n_levels": cfg.n_levels, "n_features_per_level": cfg.n_features_per_level,
-            "log2_hashmap_size": cfg.log2_hashmap_size, "base_resolution": cfg.base_resolution,
-            "per_level_scale": cfg.level_scale(),
-        })
+        self.encoding = tcnn.Encoding(
+            3,
+            {
+                "otype": "HashGrid",
+                "n_levels": cfg.n_levels,
+                "n_features_per_level": cfg.n_features_per_level,
+                "log2_hashmap_size": cfg.log2_hashmap_size,
+                "base_resolution": cfg.base_resolution,
+                "per_level_scale": cfg.level_scale(),
+            },
+        )
         self.n_input_dims = 3
         self.n_output_dims = self.encoding.n_output_dims
 

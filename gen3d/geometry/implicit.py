@@ -5,6 +5,7 @@ grid. The raw density gets a radial bias (the "blob") so an untrained field is a
 With `latent_channels=C` (rgb_as_latents) the albedo head outputs C unbounded channels of the
 prior's latent space instead of RGB in [0,1] (Latent-NeRF).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -6,6 +6,7 @@ surface points (so the coarse stage's field can be copied into it as the startin
 Topology (faces) and the base vertices are buffers in the state dict: loading a checkpoint
 into any MeshGeometry (even an empty one) restores the mesh, so resume and export-only work.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -54,9 +55,13 @@ class MeshGeometry(nn.Module):
     texture: the texture field's config (an ImplicitVolume's; its density head is unused).
     """
 
-    def __init__(self, cfg: MeshGeometryConfig = MeshGeometryConfig(),
-                 vertices: torch.Tensor | np.ndarray | None = None, faces: torch.Tensor | np.ndarray | None = None,
-                 texture: ImplicitVolumeConfig = ImplicitVolumeConfig()):
+    def __init__(
+        self,
+        cfg: MeshGeometryConfig = MeshGeometryConfig(),
+        vertices: torch.Tensor | np.ndarray | None = None,
+        faces: torch.Tensor | np.ndarray | None = None,
+        texture: ImplicitVolumeConfig = ImplicitVolumeConfig(),
+    ):
         super().__init__()
         if cfg.offset_type not in OFFSET_TYPES:
             raise ValueError(f"offset_type must be one of {OFFSET_TYPES}, got {cfg.offset_type!r}")
@@ -75,15 +80,27 @@ class MeshGeometry(nn.Module):
 
     # -- construction -----------------------------------------------------------------------
     @classmethod
-    def from_field(cls, density_fn: Callable[[torch.Tensor], torch.Tensor], cfg: MeshGeometryConfig = MeshGeometryConfig(),
-                   resolution: int | None = None, threshold: float | str | None = None, radius: float = 1.0,
-                   device=None, texture: ImplicitVolumeConfig = ImplicitVolumeConfig()) -> MeshGeometry:
+    def from_field(
+        cls,
+        density_fn: Callable[[torch.Tensor], torch.Tensor],
+        cfg: MeshGeometryConfig = MeshGeometryConfig(),
+        resolution: int | None = None,
+        threshold: float | str | None = None,
+        radius: float = 1.0,
+        device=None,
+        texture: ImplicitVolumeConfig = ImplicitVolumeConfig(),
+    ) -> MeshGeometry:
         """Marching cubes of density_fn (points [N,3] -> [N] or [N,1]) in [-radius, radius]^3 with the
         exporter's extraction."""
-        mesh, _ = extract_mesh(density_fn, radius,
-                               cfg.resolution if resolution is None else resolution,
-                               cfg.threshold if threshold is None else threshold,
-                               cfg.chunk_size, cfg.min_component_fraction, device)
+        mesh, _ = extract_mesh(
+            density_fn,
+            radius,
+            cfg.resolution if resolution is None else resolution,
+            cfg.threshold if threshold is None else threshold,
+            cfg.chunk_size,
+            cfg.min_component_fraction,
+            device,
+        )
         if cfg.smooth_iterations > 0:
             import trimesh
 
@@ -91,7 +108,9 @@ class MeshGeometry(nn.Module):
         return cls(cfg, mesh.vertices, mesh.faces, texture)
 
     @classmethod
-    def from_implicit(cls, volume: ImplicitVolume, cfg: MeshGeometryConfig = MeshGeometryConfig(), **kwargs) -> MeshGeometry:
+    def from_implicit(
+        cls, volume: ImplicitVolume, cfg: MeshGeometryConfig = MeshGeometryConfig(), **kwargs
+    ) -> MeshGeometry:
         """Start the mesh stage from a trained ImplicitVolume: its density's isosurface inside its box,
         and its weights as the initial texture field (which has the volume's architecture)."""
         device = next(volume.parameters()).device
@@ -108,8 +127,11 @@ class MeshGeometry(nn.Module):
         return self._topology
 
     def base_normals(self) -> torch.Tensor:
-        if self._base_normals is None or self._base_normals.shape[0] != self.base_vertices.shape[0] \
-                or self._base_normals.device != self.base_vertices.device:
+        if (
+            self._base_normals is None
+            or self._base_normals.shape[0] != self.base_vertices.shape[0]
+            or self._base_normals.device != self.base_vertices.device
+        ):
             self._base_normals = vertex_normals(self.base_vertices, self.faces)
         return self._base_normals
 
@@ -141,17 +163,23 @@ class MeshGeometry(nn.Module):
         return trimesh.Trimesh(self.vertices().detach().double().cpu().numpy(), self.faces.cpu().numpy(), process=False)
 
     # -- checkpoints: shapes come from the checkpoint -------------------------------------------
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
-                              unexpected_keys, error_msgs):
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
         for name in ("base_vertices", "faces"):
             if prefix + name in state_dict:
                 src = state_dict[prefix + name]
-                setattr(self, name, torch.empty(src.shape, dtype=getattr(self, name).dtype, device=getattr(self, name).device))
+                setattr(
+                    self,
+                    name,
+                    torch.empty(src.shape, dtype=getattr(self, name).dtype, device=getattr(self, name).device),
+                )
         if prefix + "offsets" in state_dict:
             self.offsets.data = torch.empty_like(state_dict[prefix + "offsets"], device=self.offsets.device)
         self._topology = self._base_normals = None
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
-                                      unexpected_keys, error_msgs)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
 
 def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:

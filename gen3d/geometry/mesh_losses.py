@@ -3,6 +3,7 @@
 Topology (unique edges, face pairs across edges) depends only on the faces: compute it once
 with `mesh_topology(faces)` and pass it to the losses every step.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple

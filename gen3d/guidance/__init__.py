@@ -15,6 +15,7 @@ interface only, never by its type:
 - `state()`: what the next stage's guidance may continue (`GuidanceContext.state`); the runner hands
   it on from stage to stage, through stages of other guidance types unchanged.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -35,8 +36,9 @@ class GuidanceContext:
 
 
 class Guidance(Protocol):
-    def guide(self, renders: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor, cameras: Any,
-              step: int) -> dict: ...
+    def guide(
+        self, renders: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor, cameras: Any, step: int
+    ) -> dict: ...
 
     def parameter_groups(self) -> list[dict]: ...
 

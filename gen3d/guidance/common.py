@@ -1,5 +1,6 @@
 """Pieces shared by SDS and VSD: timestep sampling, the weighting table, gradient clipping,
 the NaN guard, and the reparameterised loss whose gradient is a given tensor."""
+
 from __future__ import annotations
 
 import torch

@@ -3,6 +3,7 @@
 grad = w(t) * (eps_hat(x_t; y, t) - eps),  x_t = sqrt(a_t) x + sqrt(1 - a_t) eps,
 with eps_hat the classifier-free guided prediction of the frozen prior.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,8 +30,16 @@ class GuidanceConfig:
     SCHEDULES = ("min_step_percent", "max_step_percent", "grad_clip")
 
 
-def sds_gradient(prior: Prior, latents: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, cond: torch.Tensor,
-                 uncond: torch.Tensor, guidance_scale: float, weighting: str = "sds") -> torch.Tensor:
+def sds_gradient(
+    prior: Prior,
+    latents: torch.Tensor,
+    t: torch.Tensor,
+    noise: torch.Tensor,
+    cond: torch.Tensor,
+    uncond: torch.Tensor,
+    guidance_scale: float,
+    weighting: str = "sds",
+) -> torch.Tensor:
     """SDS gradient w.r.t. latents [B,C,h,w] for timesteps t [B] and noise [B,C,h,w]. No autograd."""
     with torch.no_grad():
         noisy = add_noise(prior.alphas_cumprod, latents.detach(), noise, t)
@@ -47,17 +56,18 @@ class SDSGuidance:
         self._guide = self.loss_from_latents if latents else self
 
     def timesteps(self, batch: int, step: int, generator=None) -> torch.Tensor:
-        lo, hi = common.timestep_range(schedule_value(self.cfg.min_step_percent, step),
-                                       schedule_value(self.cfg.max_step_percent, step),
-                                       self.prior.num_train_timesteps)
+        lo, hi = common.timestep_range(
+            schedule_value(self.cfg.min_step_percent, step),
+            schedule_value(self.cfg.max_step_percent, step),
+            self.prior.num_train_timesteps,
+        )
         return common.sample_timesteps(batch, lo, hi, self.prior.device, generator)
 
     def finish(self, latents: torch.Tensor, grad: torch.Tensor, step: int) -> dict:
         """NaN guard, clipping and the reparameterised loss, shared by SDS and VSD."""
         grad, had_nan = common.nan_guard(grad)
         grad = common.clip_gradient(grad, schedule_value(self.cfg.grad_clip, step))
-        return {"loss": common.loss_with_gradient(latents, grad), "grad_norm": grad.norm().detach(),
-                "nan": had_nan}
+        return {"loss": common.loss_with_gradient(latents, grad), "grad_norm": grad.norm().detach(), "nan": had_nan}
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         """Parameters the guidance itself trains (none for SDS; VSD's LoRA)."""
@@ -77,14 +87,29 @@ class SDSGuidance:
     def state(self) -> dict[str, Any]:
         return {}
 
-    def __call__(self, images: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor, step: int,
-                 generator=None, c2w: torch.Tensor | None = None) -> dict:
+    def __call__(
+        self,
+        images: torch.Tensor,
+        cond: torch.Tensor,
+        uncond: torch.Tensor,
+        step: int,
+        generator=None,
+        c2w: torch.Tensor | None = None,
+    ) -> dict:
         """images [B,3,H,W] in [0,1] -> the prior's VAE encoder -> `loss_from_latents`."""
-        return self.loss_from_latents(self.prior.encode_images(images), cond, uncond, step,
-                                      generator=generator, c2w=c2w)
+        return self.loss_from_latents(
+            self.prior.encode_images(images), cond, uncond, step, generator=generator, c2w=c2w
+        )
 
-    def loss_from_latents(self, latents: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor, step: int,
-                          generator=None, c2w: torch.Tensor | None = None) -> dict:
+    def loss_from_latents(
+        self,
+        latents: torch.Tensor,
+        cond: torch.Tensor,
+        uncond: torch.Tensor,
+        step: int,
+        generator=None,
+        c2w: torch.Tensor | None = None,
+    ) -> dict:
         """latents [B,C,h,w] (encoded images, or a field that renders latents: rgb_as_latents; resized
         to the UNet's size) -> dict(loss, grad_norm, t, nan). c2w is accepted (and unused) so systems
         can call SDS and VSD alike with keywords."""
@@ -95,5 +120,6 @@ class SDSGuidance:
         return {**self.finish(latents, grad, step), "t": t}
 
 
-GUIDANCES.register("sds", GuidanceType(
-    GuidanceConfig, lambda prior, cfg, ctx: SDSGuidance(prior, cfg, latents=ctx.latents)))
+GUIDANCES.register(
+    "sds", GuidanceType(GuidanceConfig, lambda prior, cfg, ctx: SDSGuidance(prior, cfg, latents=ctx.latents))
+)

@@ -5,6 +5,7 @@ with eps_phi the prior's UNet + a camera-conditioned LoRA (`gen3d.diffusion.lora
 every step with the diffusion loss on the detached rendered latents. Timesteps, CFG, weighting,
 NaN guard, clipping and the reparameterised loss are SDS's (`SDSGuidance`, `gen3d.guidance.common`).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -35,22 +36,48 @@ class VSDConfig(GuidanceConfig):
     lora_n_timestamp_samples: int = 1  # timesteps per image for the LoRA loss
 
 
-def lora_eps(prior: Prior, lora: VSDLoRA, latents_noisy: torch.Tensor, t: torch.Tensor, cond: torch.Tensor,
-             c2w: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+def lora_eps(
+    prior: Prior,
+    lora: VSDLoRA,
+    latents_noisy: torch.Tensor,
+    t: torch.Tensor,
+    cond: torch.Tensor,
+    c2w: torch.Tensor,
+    scale: float = 1.0,
+) -> torch.Tensor:
     """eps_phi [B,C,h,w] (float32, epsilon whatever the prior predicts) for x_t [B,C,h,w], t [B],
     cond [B,L,D], c2w [B,4,4]. scale != 1: cfg_combine(camera dropped, camera given, scale)."""
     cam = c2w.reshape(c2w.shape[0], 16)
     with lora.active() as unet:
         if scale == 1.0:
             return prior.unet_eps(latents_noisy, t, cond, unet=unet, class_labels=cam).float()
-        eps_c, eps_u = prior.unet_eps(torch.cat([latents_noisy] * 2), torch.cat([t, t]), torch.cat([cond, cond]),
-                                      unet=unet, class_labels=torch.cat([cam, torch.zeros_like(cam)])).float().chunk(2)
+        eps_c, eps_u = (
+            prior.unet_eps(
+                torch.cat([latents_noisy] * 2),
+                torch.cat([t, t]),
+                torch.cat([cond, cond]),
+                unet=unet,
+                class_labels=torch.cat([cam, torch.zeros_like(cam)]),
+            )
+            .float()
+            .chunk(2)
+        )
     return cfg_combine(eps_u, eps_c, scale)
 
 
-def vsd_gradient(prior: Prior, lora: VSDLoRA, latents: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
-                 cond: torch.Tensor, uncond: torch.Tensor, c2w: torch.Tensor, guidance_scale: float,
-                 lora_guidance_scale: float = 1.0, weighting: str = "sds") -> torch.Tensor:
+def vsd_gradient(
+    prior: Prior,
+    lora: VSDLoRA,
+    latents: torch.Tensor,
+    t: torch.Tensor,
+    noise: torch.Tensor,
+    cond: torch.Tensor,
+    uncond: torch.Tensor,
+    c2w: torch.Tensor,
+    guidance_scale: float,
+    lora_guidance_scale: float = 1.0,
+    weighting: str = "sds",
+) -> torch.Tensor:
     """VSD gradient w.r.t. latents [B,C,h,w] for t [B], noise [B,C,h,w], c2w [B,4,4]. No autograd."""
     with torch.no_grad():
         noisy = add_noise(prior.alphas_cumprod, latents.detach(), noise, t)
@@ -59,8 +86,16 @@ def vsd_gradient(prior: Prior, lora: VSDLoRA, latents: torch.Tensor, t: torch.Te
         return common.weighting(prior.alphas_cumprod, t, weighting) * (eps_pretrained - eps_phi)
 
 
-def lora_loss(prior: Prior, lora: VSDLoRA, latents: torch.Tensor, cond: torch.Tensor, c2w: torch.Tensor,
-              dropout: float = 0.1, n_samples: int = 1, generator=None) -> torch.Tensor:
+def lora_loss(
+    prior: Prior,
+    lora: VSDLoRA,
+    latents: torch.Tensor,
+    cond: torch.Tensor,
+    c2w: torch.Tensor,
+    dropout: float = 0.1,
+    n_samples: int = 1,
+    generator=None,
+) -> torch.Tensor:
     """Diffusion loss of eps_phi on DETACHED latents [B,C,h,w] (t over the whole schedule, camera
     zeroed per sample with probability `dropout`); the target matches the prior's prediction type."""
     x0 = latents.detach().float().repeat(n_samples, 1, 1, 1)
@@ -98,8 +133,15 @@ class VSDGuidance(SDSGuidance):
     def state(self) -> dict[str, Any]:
         return {"vsd_lora": self.lora}  # later VSD stages on this prior continue the same LoRA
 
-    def loss_from_latents(self, latents: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor, step: int,
-                          generator=None, c2w: torch.Tensor | None = None) -> dict:
+    def loss_from_latents(
+        self,
+        latents: torch.Tensor,
+        cond: torch.Tensor,
+        uncond: torch.Tensor,
+        step: int,
+        generator=None,
+        c2w: torch.Tensor | None = None,
+    ) -> dict:
         """latents [B,C,h,w] (from `__call__`'s images [B,3,H,W], or rendered: rgb_as_latents),
         cond/uncond [B,L,D], c2w [B,4,4] (required) ->
         dict(loss (3D params), loss_lora (LoRA params), grad_norm, t, nan)."""
@@ -109,10 +151,29 @@ class VSDGuidance(SDSGuidance):
         latents = self.prior.resize_latents(latents)
         t = self.timesteps(latents.shape[0], step, generator)
         noise = torch.randn(latents.shape, device=latents.device, generator=generator)
-        grad = vsd_gradient(self.prior, self.lora, latents, t, noise, cond, uncond, c2w, cfg.guidance_scale,
-                            cfg.lora_guidance_scale, cfg.weighting)
-        loss_lora = lora_loss(self.prior, self.lora, latents, cond, c2w, cfg.camera_condition_dropout,
-                              cfg.lora_n_timestamp_samples, generator)
+        grad = vsd_gradient(
+            self.prior,
+            self.lora,
+            latents,
+            t,
+            noise,
+            cond,
+            uncond,
+            c2w,
+            cfg.guidance_scale,
+            cfg.lora_guidance_scale,
+            cfg.weighting,
+        )
+        loss_lora = lora_loss(
+            self.prior,
+            self.lora,
+            latents,
+            cond,
+            c2w,
+            cfg.camera_condition_dropout,
+            cfg.lora_n_timestamp_samples,
+            generator,
+        )
         return {**self.finish(latents, grad, step), "loss_lora": loss_lora, "t": t}
 
 

@@ -13,6 +13,7 @@ atomically with `save_pretrained` to `cfg.output_dir` (default `extern/builtin-c
 Run: `python launch.py --config configs/builtin-controlnet.yaml` or
 `python -m gen3d.prior.controlnet [run_dir] [--resume | --export | --eval]`.
 """
+
 from __future__ import annotations
 
 import math
@@ -72,23 +73,26 @@ def build_controlnet(unet, cfg: ControlNetTrainConfig):
     """A fresh ControlNetModel initialised from the UNet's encoder (zero convs: no effect yet)."""
     from diffusers import ControlNetModel
 
-    return ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=tuple(cfg.cond_channels),
-                                     conditioning_channels=3)
+    return ControlNetModel.from_unet(
+        unet, conditioning_embedding_out_channels=tuple(cfg.cond_channels), conditioning_channels=3
+    )
 
 
 def check_cond_channels(prior, cfg: ControlNetTrainConfig) -> None:
     factor = prior.image_size // int(prior.unet.config.sample_size)
     if 2 ** (len(cfg.cond_channels) - 1) != factor:
         n = int(math.log2(factor)) + 1
-        raise UserError(f"cond_channels needs {n} entries for this prior (image/latent factor {factor}), "
-                        f"got {len(cfg.cond_channels)}")
+        raise UserError(
+            f"cond_channels needs {n} entries for this prior (image/latent factor {factor}), "
+            f"got {len(cfg.cond_channels)}"
+        )
 
 
 def canny_dataset(data: dict, low: float, high: float, chunk: int = 512) -> torch.Tensor:
     """Canny maps of all images as uint8 [N,1,H,W] in {0,1} (gen3d.diffusion.control.canny_maps)."""
     out = []
     for i in range(0, len(data["images"]), chunk):
-        x = image_tensors(data["images"][i:i + chunk])
+        x = image_tensors(data["images"][i : i + chunk])
         out.append((canny_maps(x, low, high)[:, :1] > 0.5).to(torch.uint8))
     return torch.cat(out)
 
@@ -126,8 +130,15 @@ class ControlNetModule(L.LightningModule):
     def loss(self, latents: torch.Tensor, captions: list[str], cond: torch.Tensor) -> torch.Tensor:
         """Epsilon MSE of the controlled UNet; latents scaled, cond [B,3,H,W] in [0,1]."""
         p = self.prior
-        return diffusion_loss(controlled(p.unet, self.controlnet, cond), p.text_encoder, p.tokenizer,
-                              p.alphas_cumprod, latents, captions, p.prediction_type)
+        return diffusion_loss(
+            controlled(p.unet, self.controlnet, cond),
+            p.text_encoder,
+            p.tokenizer,
+            p.alphas_cumprod,
+            latents,
+            captions,
+            p.prediction_type,
+        )
 
     def training_step(self, batch, batch_idx):
         (mean, std), captions, canny = batch
@@ -165,7 +176,7 @@ def export_controlnet(cfg: ControlNetTrainConfig, run_dir: Path, prior=None, ckp
         raise UserError(f"no ControlNet checkpoint at {ckpt}")
     state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
     net = build_controlnet(prior.unet, cfg)
-    net.load_state_dict({k[len("controlnet."):]: v for k, v in state.items() if k.startswith("controlnet.")})
+    net.load_state_dict({k[len("controlnet.") :]: v for k, v in state.items() if k.startswith("controlnet.")})
     return save_controlnet_atomic(net, cfg.output_dir)
 
 
@@ -202,7 +213,9 @@ def main(cfg: ControlNetTrainConfig, run_dir: Path, resume=False, export_only: b
         last.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(ckpt, last)
     t1 = time.time()
-    fit_stage(cfg, module, make_loader(ds, cfg.batch_size, cfg.seed), run_dir / STAGE, cfg.steps, cfg.max_minutes, resume)
+    fit_stage(
+        cfg, module, make_loader(ds, cfg.batch_size, cfg.seed), run_dir / STAGE, cfg.steps, cfg.max_minutes, resume
+    )
     print(f"[controlnet] training done in {time.time() - t1:.0f}s", flush=True)
     out = save_controlnet_atomic(module.controlnet, cfg.output_dir)
     print(f"[controlnet] saved {out} (total {time.time() - t0:.0f}s)", flush=True)

@@ -7,6 +7,7 @@ Captions: "[a photo of | a DSLR photo of | a 3D render of] a {colour} {shape}[, 
 DreamFusion's view suffix from `gen3d.diffusion.views`. Images are 64x64, in [0, 1], channels first.
 Everything is seeded: the same config gives the same images and captions.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -27,9 +28,14 @@ from .tokenizer import COLOURS, PREFIXES, SHAPES
 
 # linear-ish albedos for the colour names
 COLOUR_RGB = {
-    "red": (0.85, 0.08, 0.08), "green": (0.10, 0.65, 0.15), "blue": (0.10, 0.20, 0.90),
-    "yellow": (0.95, 0.85, 0.10), "orange": (1.00, 0.50, 0.05), "purple": (0.55, 0.15, 0.75),
-    "white": (0.95, 0.95, 0.95), "black": (0.07, 0.07, 0.07),
+    "red": (0.85, 0.08, 0.08),
+    "green": (0.10, 0.65, 0.15),
+    "blue": (0.10, 0.20, 0.90),
+    "yellow": (0.95, 0.85, 0.10),
+    "orange": (1.00, 0.50, 0.05),
+    "purple": (0.55, 0.15, 0.75),
+    "white": (0.95, 0.95, 0.95),
+    "black": (0.07, 0.07, 0.07),
 }
 
 
@@ -75,6 +81,7 @@ def _sdf(shape: str, p: torch.Tensor) -> torch.Tensor:
 
 def _rotation(yaw: torch.Tensor, tilt_x: torch.Tensor, tilt_z: torch.Tensor) -> torch.Tensor:
     """[B,3,3] object-to-world rotations R = Rz Rx Ry (radians)."""
+
     def rot(axis, a):
         c, s = torch.cos(a), torch.sin(a)
         o, z = torch.ones_like(a), torch.zeros_like(a)
@@ -85,11 +92,19 @@ def _rotation(yaw: torch.Tensor, tilt_x: torch.Tensor, tilt_z: torch.Tensor) -> 
         else:
             m = [c, -s, z, s, c, z, z, z, o]
         return torch.stack(m, -1).view(-1, 3, 3)
+
     return rot("z", tilt_z) @ rot("x", tilt_x) @ rot("y", yaw)
 
 
-def sphere_trace(shape: str, rays_o: torch.Tensor, rays_d: torch.Tensor, rot: torch.Tensor, scale: torch.Tensor,
-                 n_steps: int = 64, eps: float = 1e-3):
+def sphere_trace(
+    shape: str,
+    rays_o: torch.Tensor,
+    rays_d: torch.Tensor,
+    rot: torch.Tensor,
+    scale: torch.Tensor,
+    n_steps: int = 64,
+    eps: float = 1e-3,
+):
     """Trace rays [B,N,3] against a rotated, scaled shape. Returns (hit [B,N], points [B,N,3], normals [B,N,3])."""
     B, N, _ = rays_o.shape
     o_obj = torch.einsum("bji,bnj->bni", rot, rays_o) / scale[:, None, None]  # R^T (x / s)
@@ -129,8 +144,13 @@ def sphere_trace(shape: str, rays_o: torch.Tensor, rays_d: torch.Tensor, rot: to
 
 def sample_scenes(cfg: PriorDataConfig, n: int, generator: torch.Generator) -> dict:
     """Random labels, cameras and object poses for n images."""
-    cam_cfg = CameraConfig(elevation_range=cfg.elevation_range, distance_range=cfg.distance_range,
-                           fovy_range=cfg.fovy_range, height=cfg.image_size, width=cfg.image_size)
+    cam_cfg = CameraConfig(
+        elevation_range=cfg.elevation_range,
+        distance_range=cfg.distance_range,
+        fovy_range=cfg.fovy_range,
+        height=cfg.image_size,
+        width=cfg.image_size,
+    )
     cams = CameraSampler(cam_cfg).sample(n, generator=generator)
     u = lambda lo, hi: lo + (hi - lo) * torch.rand(n, generator=generator)  # noqa: E731
     tilt = math.radians(cfg.tilt_deg)
@@ -176,8 +196,16 @@ def render_scenes(cfg: PriorDataConfig, scenes: dict) -> torch.Tensor:
     return img.clamp(0, 1)
 
 
-def make_caption(shape: str, colour: str, elevation: float, azimuth: float, rng: random.Random,
-                 p_view_suffix: float = 0.6, p_prefix: float = 0.5, view_cfg: ViewConfig = ViewConfig()) -> str:
+def make_caption(
+    shape: str,
+    colour: str,
+    elevation: float,
+    azimuth: float,
+    rng: random.Random,
+    p_view_suffix: float = 0.6,
+    p_prefix: float = 0.5,
+    view_cfg: ViewConfig = ViewConfig(),
+) -> str:
     """'[prefix ]a {colour} {shape}[, {view} view]' with random prefix/suffix (rng decides)."""
     text = f"a {colour} {shape}"
     if rng.random() < p_prefix:
@@ -242,11 +270,18 @@ class CaptionedImages(torch.utils.data.Dataset):
 
     def caption(self, i: int, rng: random.Random | None = None) -> str:
         d = self.data
-        return make_caption(SHAPES[int(d["shape"][i])], COLOURS[int(d["colour"][i])], float(d["elevation"][i]),
-                            float(d["azimuth"][i]), rng or self.rng, self.cfg.p_view_suffix, self.cfg.p_prefix)
+        return make_caption(
+            SHAPES[int(d["shape"][i])],
+            COLOURS[int(d["colour"][i])],
+            float(d["elevation"][i]),
+            float(d["azimuth"][i]),
+            rng or self.rng,
+            self.cfg.p_view_suffix,
+            self.cfg.p_prefix,
+        )
 
     def image(self, i: int) -> torch.Tensor:
-        return image_tensors(self.data["images"][i:i + 1])[0]
+        return image_tensors(self.data["images"][i : i + 1])[0]
 
     def __getitem__(self, i: int):
         x = self.latents[i] if self.latents is not None else self.image(i)

@@ -10,6 +10,7 @@ meant for other features (e.g. video editing) to check the colour/shape of gener
 `evaluate(prior_path, n_per_prompt)` samples every "a {colour} {shape}" prompt with DDIM and
 reports how often the classifier finds both the shape and the colour right.
 """
+
 from __future__ import annotations
 
 import json
@@ -56,8 +57,13 @@ class ShapeColourClassifier(nn.Module):
         self.cfg = cfg
         layers, c_in = [], 3
         for c in cfg.channels:
-            layers += [nn.Conv2d(c_in, c, 3, stride=2, padding=1), nn.GroupNorm(8, c), nn.SiLU(),
-                       nn.Conv2d(c, c, 3, padding=1), nn.SiLU()]
+            layers += [
+                nn.Conv2d(c_in, c, 3, stride=2, padding=1),
+                nn.GroupNorm(8, c),
+                nn.SiLU(),
+                nn.Conv2d(c, c, 3, padding=1),
+                nn.SiLU(),
+            ]
             c_in = c
         self.features = nn.Sequential(*layers)
         self.shape_head = nn.Linear(c_in, len(SHAPES))
@@ -66,8 +72,9 @@ class ShapeColourClassifier(nn.Module):
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """images [B,3,H,W] in [0,1] -> (shape logits [B,5], colour logits [B,8])."""
         if images.shape[-2:] != (self.cfg.image_size, self.cfg.image_size):
-            images = F.interpolate(images, size=(self.cfg.image_size,) * 2, mode="bilinear", antialias=True,
-                                   align_corners=False)
+            images = F.interpolate(
+                images, size=(self.cfg.image_size,) * 2, mode="bilinear", antialias=True, align_corners=False
+            )
         h = self.features(images * 2 - 1).mean(dim=(2, 3))
         return self.shape_head(h), self.colour_head(h)
 
@@ -126,18 +133,32 @@ def _label_tensors(data: dict):
     return x, torch.from_numpy(data["shape"]).long(), torch.from_numpy(data["colour"]).long()
 
 
-def train_classifier(cfg: ClassifierConfig = ClassifierConfig(), run_dir: str | Path = ".cache/classifier_run",
-                     progress_bar: bool = True) -> Path:
+def train_classifier(
+    cfg: ClassifierConfig = ClassifierConfig(), run_dir: str | Path = ".cache/classifier_run", progress_bar: bool = True
+) -> Path:
     """Render held-out labelled images, train the classifier, save config.json + model.safetensors."""
     torch.set_num_threads(cfg.num_threads)
     L.seed_everything(cfg.data_seed)
     data = render_dataset(PriorDataConfig(n_images=cfg.n_images, seed=cfg.data_seed, image_size=cfg.image_size))
     ds = torch.utils.data.TensorDataset(*_label_tensors(data))
-    loader = torch.utils.data.DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
-                                         generator=torch.Generator().manual_seed(cfg.data_seed))
+    loader = torch.utils.data.DataLoader(
+        ds,
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        drop_last=True,
+        generator=torch.Generator().manual_seed(cfg.data_seed),
+    )
     model = ShapeColourClassifier(cfg)
-    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=cfg.steps, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=progress_bar, enable_model_summary=False, default_root_dir=str(run_dir))
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_steps=cfg.steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=progress_bar,
+        enable_model_summary=False,
+        default_root_dir=str(run_dir),
+    )
     trainer.fit(ClassifierModule(model, cfg), loader)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -164,9 +185,17 @@ def eval_prompts() -> list[tuple[str, str, str]]:
 
 
 @torch.no_grad()
-def evaluate(prior_path: str | Path = "extern/builtin-prior", n_per_prompt: int = 10, steps: int = 25,
-             guidance_scale: float = 7.5, seed: int = 0, classifier_path: str | Path = CLASSIFIER_DIR,
-             grid_path: str | Path | None = GRID_PATH, grid_cols: int = 8, verbose: bool = True) -> dict:
+def evaluate(
+    prior_path: str | Path = "extern/builtin-prior",
+    n_per_prompt: int = 10,
+    steps: int = 25,
+    guidance_scale: float = 7.5,
+    seed: int = 0,
+    classifier_path: str | Path = CLASSIFIER_DIR,
+    grid_path: str | Path | None = GRID_PATH,
+    grid_cols: int = 8,
+    verbose: bool = True,
+) -> dict:
     """Sample n_per_prompt images for each of the 40 prompts, classify them, report accuracy.
 
     Returns dict(per_prompt={prompt: acc}, shape_acc, colour_acc, overall, min_prompt_acc, seconds).
@@ -188,18 +217,31 @@ def evaluate(prior_path: str | Path = "extern/builtin-prior", n_per_prompt: int 
         colour_ok += sum(c_ok)
         rows.append(imgs[:grid_cols])
         if verbose:
-            print(f"{prompt:22s} {per_prompt[prompt]:6.1%}  (shapes: {', '.join(sorted(set(shapes)))}; "
-                  f"colours: {', '.join(sorted(set(colours)))})", flush=True)
+            print(
+                f"{prompt:22s} {per_prompt[prompt]:6.1%}  (shapes: {', '.join(sorted(set(shapes)))}; "
+                f"colours: {', '.join(sorted(set(colours)))})",
+                flush=True,
+            )
     n = n_per_prompt * len(per_prompt)
-    result = dict(per_prompt=per_prompt, shape_acc=shape_ok / n, colour_acc=colour_ok / n,
-                  overall=sum(per_prompt.values()) / len(per_prompt), min_prompt_acc=min(per_prompt.values()),
-                  n_per_prompt=n_per_prompt, steps=steps, guidance_scale=guidance_scale,
-                  seconds=time.time() - t0)
+    result = dict(
+        per_prompt=per_prompt,
+        shape_acc=shape_ok / n,
+        colour_acc=colour_ok / n,
+        overall=sum(per_prompt.values()) / len(per_prompt),
+        min_prompt_acc=min(per_prompt.values()),
+        n_per_prompt=n_per_prompt,
+        steps=steps,
+        guidance_scale=guidance_scale,
+        seconds=time.time() - t0,
+    )
     if grid_path is not None:
         save_grid(torch.cat(rows), grid_path, n_cols=min(grid_cols, n_per_prompt))
     if verbose:
-        print(f"overall {result['overall']:.1%}  shape {result['shape_acc']:.1%}  colour {result['colour_acc']:.1%}  "
-              f"worst prompt {result['min_prompt_acc']:.1%}  ({result['seconds']:.0f}s)", flush=True)
+        print(
+            f"overall {result['overall']:.1%}  shape {result['shape_acc']:.1%}  colour {result['colour_acc']:.1%}  "
+            f"worst prompt {result['min_prompt_acc']:.1%}  ({result['seconds']:.0f}s)",
+            flush=True,
+        )
     return result
 
 

@@ -5,6 +5,7 @@ A stage lives in `<run_dir>/<stage>/` (logs, previews) with its checkpoints in
 `last.ckpt` and writes its final full state there. The `cfg` these functions take is a training
 config with `ckpt_every_minutes` and `progress_bar` (PriorTrainConfig, ControlNetTrainConfig).
 """
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -34,18 +35,30 @@ def last_ckpt(stage_dir: Path, resume: bool) -> str | None:
 
 def stage_trainer(cfg, stage_dir: Path, max_steps: int, max_minutes: float, callbacks=()) -> L.Trainer:
     """A CPU Lightning Trainer with time-based checkpoints and a CSV log under stage_dir/logs."""
-    ckpt = ModelCheckpoint(dirpath=ckpt_dir(stage_dir), save_last=True, save_top_k=0,
-                           train_time_interval=timedelta(minutes=cfg.ckpt_every_minutes))
+    ckpt = ModelCheckpoint(
+        dirpath=ckpt_dir(stage_dir),
+        save_last=True,
+        save_top_k=0,
+        train_time_interval=timedelta(minutes=cfg.ckpt_every_minutes),
+    )
     return L.Trainer(
-        accelerator="cpu", devices=1, max_steps=max_steps, max_time={"minutes": max_minutes},
-        callbacks=[ckpt, *callbacks], logger=CSVLogger(str(stage_dir), name="logs", version=0),
-        log_every_n_steps=25, enable_progress_bar=cfg.progress_bar, enable_model_summary=False,
-        default_root_dir=str(stage_dir), num_sanity_val_steps=0,
+        accelerator="cpu",
+        devices=1,
+        max_steps=max_steps,
+        max_time={"minutes": max_minutes},
+        callbacks=[ckpt, *callbacks],
+        logger=CSVLogger(str(stage_dir), name="logs", version=0),
+        log_every_n_steps=25,
+        enable_progress_bar=cfg.progress_bar,
+        enable_model_summary=False,
+        default_root_dir=str(stage_dir),
+        num_sanity_val_steps=0,
     )
 
 
-def fit_stage(cfg, module, loader, stage_dir: Path, max_steps: int, max_minutes: float, resume: bool,
-              callbacks=()) -> None:
+def fit_stage(
+    cfg, module, loader, stage_dir: Path, max_steps: int, max_minutes: float, resume: bool, callbacks=()
+) -> None:
     """Fit one stage (resuming from its last.ckpt), then checkpoint its final state as last.ckpt."""
     trainer = stage_trainer(cfg, stage_dir, max_steps, max_minutes, callbacks)
     trainer.fit(module, loader, ckpt_path=last_ckpt(stage_dir, resume), weights_only=True)
@@ -55,5 +68,6 @@ def fit_stage(cfg, module, loader, stage_dir: Path, max_steps: int, max_minutes:
 def make_loader(ds, batch_size: int, seed: int) -> torch.utils.data.DataLoader:
     """Shuffled (seeded), full batches only, in-process."""
     g = torch.Generator().manual_seed(seed)
-    return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=True, drop_last=True, generator=g,
-                                       num_workers=0)
+    return torch.utils.data.DataLoader(
+        ds, batch_size=batch_size, shuffle=True, drop_last=True, generator=g, num_workers=0
+    )

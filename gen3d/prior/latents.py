@@ -1,5 +1,6 @@
 """The dataset in the VAE's latent space: posterior mean/std of every render, cached in the run folder,
 and the dataset of (latent posterior, caption or image) the UNet, decoder and ControlNet stages train on."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -31,7 +32,7 @@ def encode_dataset(vae, data: dict, batch_size: int = 256) -> tuple[torch.Tensor
     vae.eval()
     means, stds = [], []
     for i in range(0, len(data["images"]), batch_size):
-        x = torch.from_numpy(data["images"][i:i + batch_size]).permute(0, 3, 1, 2).float() / 127.5 - 1
+        x = torch.from_numpy(data["images"][i : i + batch_size]).permute(0, 3, 1, 2).float() / 127.5 - 1
         post = vae.encode(x).latent_dist
         means.append(post.mean)
         stds.append(post.std)

@@ -1,4 +1,5 @@
 """Training losses of the builtin prior (and its ControlNet): VAE reconstruction, diffusion MSE."""
+
 from __future__ import annotations
 
 import torch
@@ -19,8 +20,9 @@ def vae_loss(vae, images: torch.Tensor, kl_weight: float) -> tuple[torch.Tensor,
     return loss, {"loss": loss, "l1": l1, "kl": kl}
 
 
-def diffusion_loss(unet, text_encoder, tokenizer, alphas_cumprod, latents, captions,
-                   prediction_type: str = "epsilon") -> torch.Tensor:
+def diffusion_loss(
+    unet, text_encoder, tokenizer, alphas_cumprod, latents, captions, prediction_type: str = "epsilon"
+) -> torch.Tensor:
     """MSE to the training target (epsilon for the builtin prior) at uniformly drawn timesteps
     (latents already scaled). `unet` is any callable (sample, t, encoder_hidden_states=) -> .sample."""
     noise = torch.randn_like(latents)

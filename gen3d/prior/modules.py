@@ -1,5 +1,6 @@
 """The builtin prior's Lightning modules, one per training stage (see gen3d.prior.train), and the
 sample-preview callback of the UNet stage."""
+
 from __future__ import annotations
 
 import copy
@@ -52,8 +53,15 @@ class DiffusionModule(L.LightningModule):
         (mean, std), captions = batch
         latents = (mean + std * torch.randn_like(mean)) * self.vae_scale
         captions = ["" if torch.rand(()) < self.cfg.p_uncond else c for c in captions]
-        loss = diffusion_loss(self.unet, self.text_encoder, self.tokenizer, self.alphas_cumprod, latents, captions,
-                              self.noise_scheduler.config.prediction_type)
+        loss = diffusion_loss(
+            self.unet,
+            self.text_encoder,
+            self.tokenizer,
+            self.alphas_cumprod,
+            latents,
+            captions,
+            self.noise_scheduler.config.prediction_type,
+        )
         self.log("loss", loss, prog_bar=True)
         return loss
 
@@ -99,8 +107,16 @@ class DecoderModule(L.LightningModule):
 class SamplePreview(Callback):
     """Every n steps, sample a few prompts with the EMA weights into run_dir/unet/samples/."""
 
-    PROMPTS = ("a red cube", "a green sphere", "a blue cylinder", "a yellow cone", "a purple torus",
-               "a orange cube, side view", "a white cone", "a black torus")
+    PROMPTS = (
+        "a red cube",
+        "a green sphere",
+        "a blue cylinder",
+        "a yellow cone",
+        "a purple torus",
+        "a orange cube, side view",
+        "a white cone",
+        "a black torus",
+    )
 
     def __init__(self, every: int, out_dir: Path, vae, mod_cfg):
         self.every, self.out_dir, self.vae = every, out_dir, vae
@@ -108,8 +124,14 @@ class SamplePreview(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         step = trainer.global_step
         if self.every and step % self.every == 0 and step > 0:
-            pipe = make_pipeline(dict(vae=self.vae, text_encoder=pl_module.ema_text_encoder,
-                                      tokenizer=pl_module.tokenizer, unet=pl_module.ema_unet,
-                                      scheduler=pl_module.noise_scheduler))
+            pipe = make_pipeline(
+                dict(
+                    vae=self.vae,
+                    text_encoder=pl_module.ema_text_encoder,
+                    tokenizer=pl_module.tokenizer,
+                    unet=pl_module.ema_unet,
+                    scheduler=pl_module.noise_scheduler,
+                )
+            )
             imgs = sample_images(pipe, list(self.PROMPTS), n_per_prompt=4, seed=0)
             save_grid(imgs, self.out_dir / f"step{step:06d}.png", n_cols=4)

@@ -1,4 +1,5 @@
 """Sampling a diffusers text-to-image pipeline with DDIM, and saving image grids (previews, evaluation)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,18 +12,26 @@ from .model import make_pipeline
 
 
 @torch.no_grad()
-def sample_images(pipe, prompts: list[str], n_per_prompt: int = 4, steps: int = 25, guidance_scale: float = 7.5,
-                  seed: int = 0) -> torch.Tensor:
+def sample_images(
+    pipe, prompts: list[str], n_per_prompt: int = 4, steps: int = 25, guidance_scale: float = 7.5, seed: int = 0
+) -> torch.Tensor:
     """[len(prompts) * n_per_prompt, 3, H, W] in [0,1] with DDIM, prompt-major order."""
     from diffusers import DDIMScheduler
 
     sched = DDIMScheduler.from_config(pipe.scheduler.config)
-    pipe = make_pipeline(dict(vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer,
-                              unet=pipe.unet, scheduler=sched))
+    pipe = make_pipeline(
+        dict(vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer, unet=pipe.unet, scheduler=sched)
+    )
     pipe.set_progress_bar_config(disable=True)
     g = torch.Generator().manual_seed(seed)
-    out = pipe(prompts, num_images_per_prompt=n_per_prompt, num_inference_steps=steps,
-               guidance_scale=guidance_scale, generator=g, output_type="pt")
+    out = pipe(
+        prompts,
+        num_images_per_prompt=n_per_prompt,
+        num_inference_steps=steps,
+        guidance_scale=guidance_scale,
+        generator=g,
+        output_type="pt",
+    )
     return out.images.clamp(0, 1)
 
 

@@ -5,6 +5,7 @@ The builtin prior is trained on captions like "a DSLR photo of a red cube, side 
 downloaded) so that every caption word is ONE token. CLIP's pre-tokenizer lowercases the text and
 splits digits from letters, so "3D" becomes the two pieces "3" and "d": both are single tokens.
 """
+
 from __future__ import annotations
 
 import json
@@ -59,7 +60,7 @@ def _bpe(word: str, ranks: dict[tuple[str, str], int]) -> list[str]:
         if not pairs:
             break
         _, i = min(pairs)
-        parts = parts[:i] + [parts[i] + parts[i + 1]] + parts[i + 2:]
+        parts = parts[:i] + [parts[i] + parts[i + 1]] + parts[i + 2 :]
     return parts
 
 

@@ -18,6 +18,7 @@ stage), `latents` (the cached latent dataset), `fitting` (trainer, checkpoints, 
 Run: `python launch.py --config configs/builtin-prior.yaml` or `python -m gen3d.prior.train [run_dir]`
 (`--resume` to continue, `--export` to write the pipeline from the latest checkpoints).
 """
+
 from __future__ import annotations
 
 import sys
@@ -88,7 +89,9 @@ def train_vae(cfg: PriorTrainConfig, comps: dict, data: dict, run_dir: Path, res
         return comps["vae"]
     ds = CaptionedImages(data, cfg.data, seed=cfg.seed)
     module = VAEModule(comps["vae"], cfg.vae_lr, cfg.vae_kl_weight, cfg.vae_steps)
-    fit_stage(cfg, module, make_loader(ds, cfg.vae_batch_size, cfg.seed), stage, cfg.vae_steps, cfg.vae_max_minutes, resume)
+    fit_stage(
+        cfg, module, make_loader(ds, cfg.vae_batch_size, cfg.seed), stage, cfg.vae_steps, cfg.vae_max_minutes, resume
+    )
     save_file(comps["vae"].state_dict(), str(final))
     return comps["vae"]
 
@@ -100,8 +103,15 @@ def train_decoder(cfg: PriorTrainConfig, comps: dict, data: dict, run_dir: Path,
         return comps["vae"]
     mean, std = cached_latents(comps, data, run_dir, resume)
     ds = CachedLatents(CaptionedImages(data, cfg.data, seed=cfg.seed), mean, std, target="image")
-    fit_stage(cfg, DecoderModule(comps["vae"], cfg.decoder_lr), make_loader(ds, cfg.decoder_batch_size, cfg.seed + 2), stage,
-         cfg.decoder_steps, cfg.decoder_max_minutes, resume)
+    fit_stage(
+        cfg,
+        DecoderModule(comps["vae"], cfg.decoder_lr),
+        make_loader(ds, cfg.decoder_batch_size, cfg.seed + 2),
+        stage,
+        cfg.decoder_steps,
+        cfg.decoder_max_minutes,
+        resume,
+    )
     comps["vae"].requires_grad_(False)
     save_file(comps["vae"].state_dict(), str(final))
     return comps["vae"]
@@ -115,9 +125,21 @@ def train_unet(cfg: PriorTrainConfig, comps: dict, data: dict, run_dir: Path, re
     ds = CachedLatents(CaptionedImages(data, cfg.data, seed=cfg.seed), mean, std)
     module = DiffusionModule(comps["unet"], comps["text_encoder"], comps["tokenizer"], comps["scheduler"], cfg)
     module.vae_scale = scale
-    cbs = [SamplePreview(cfg.sample_every_n_steps, stage / "samples", comps["vae"], cfg)] if cfg.sample_every_n_steps else []
-    fit_stage(cfg, module, make_loader(ds, cfg.unet_batch_size, cfg.seed + 1), stage, cfg.unet_steps, cfg.unet_max_minutes,
-         resume, cbs)
+    cbs = (
+        [SamplePreview(cfg.sample_every_n_steps, stage / "samples", comps["vae"], cfg)]
+        if cfg.sample_every_n_steps
+        else []
+    )
+    fit_stage(
+        cfg,
+        module,
+        make_loader(ds, cfg.unet_batch_size, cfg.seed + 1),
+        stage,
+        cfg.unet_steps,
+        cfg.unet_max_minutes,
+        resume,
+        cbs,
+    )
     return module
 
 
@@ -129,11 +151,13 @@ def export_pipeline(cfg: PriorTrainConfig, run_dir: Path, out_dir: str | Path | 
     comps = build_components(cfg.arch, seed=cfg.seed)
     vae_file = run_dir / "decoder" / "vae.safetensors"
     comps["vae"].load_state_dict(load_file(str(vae_file if vae_file.exists() else run_dir / "vae" / "vae.safetensors")))
-    comps["vae"].register_to_config(scaling_factor=float(1.0 / load_file(str(run_dir / "latents.safetensors"))["mean"].std()))
+    comps["vae"].register_to_config(
+        scaling_factor=float(1.0 / load_file(str(run_dir / "latents.safetensors"))["mean"].std())
+    )
     state = torch.load(ckpt_dir(run_dir / "unet") / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
     for name in ("unet", "text_encoder"):
         prefix = f"ema_{name}."
-        comps[name].load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+        comps[name].load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
     return save_pipeline_atomic(make_pipeline(comps), out_dir or cfg.output_dir)
 
 

@@ -8,5 +8,13 @@ from .asset import evaluate_asset, load_asset
 from .geometry import chamfer_to_primitive, nearest_primitive, topology
 from .texture import colour_distance, texture_purity, uv_layout
 
-__all__ = ["evaluate_asset", "load_asset", "chamfer_to_primitive", "nearest_primitive", "topology",
-           "texture_purity", "colour_distance", "uv_layout"]
+__all__ = [
+    "evaluate_asset",
+    "load_asset",
+    "chamfer_to_primitive",
+    "nearest_primitive",
+    "topology",
+    "texture_purity",
+    "colour_distance",
+    "uv_layout",
+]

@@ -31,8 +31,9 @@ def load_asset(path: Path) -> tuple[trimesh.Trimesh, np.ndarray, np.ndarray]:
     return mesh, texture, np.asarray(mesh.visual.uv, dtype=np.float64)
 
 
-def evaluate_asset(glb: Path, shape: str | None = None, colour: str | None = None,
-                   turntable: Path | None = None) -> dict:
+def evaluate_asset(
+    glb: Path, shape: str | None = None, colour: str | None = None, turntable: Path | None = None
+) -> dict:
     """Quality figures of an exported GLB; with the prompt's ``shape`` / ``colour`` the targets too.
 
     Keys: chamfer (to ``shape``), chamfer_all (each primitive), nearest, components, watertight,

@@ -52,8 +52,12 @@ class _Aligner:
     def best(self) -> tuple[float, tuple[float, float, float]]:
         grid = [(y, tx, tz) for y in range(0, 360, 15) for tx in (-10, 0, 10) for tz in (-10, 0, 10)]
         start = min(grid, key=self)
-        res = minimize(self, np.array(start, dtype=float), method="Nelder-Mead",
-                       options={"xatol": 0.5, "fatol": 1e-5, "initial_simplex": None, "maxiter": 200})
+        res = minimize(
+            self,
+            np.array(start, dtype=float),
+            method="Nelder-Mead",
+            options={"xatol": 0.5, "fatol": 1e-5, "initial_simplex": None, "maxiter": 200},
+        )
         angles = (float(res.x[0]) % 360.0, *np.clip(res.x[1:], -MAX_TILT_DEG, MAX_TILT_DEG).tolist())
         return float(min(res.fun, self(start))), angles
 
@@ -91,8 +95,9 @@ def topology(mesh: trimesh.Trimesh) -> dict:
     m.merge_vertices(merge_tex=True, merge_norm=True)
     m.update_faces(m.nondegenerate_faces())
     m.remove_unreferenced_vertices()
-    components = int(trimesh.graph.connected_components(m.face_adjacency, nodes=np.arange(len(m.faces)),
-                                                         min_len=1).__len__())
+    components = int(
+        trimesh.graph.connected_components(m.face_adjacency, nodes=np.arange(len(m.faces)), min_len=1).__len__()
+    )
     watertight = bool(m.is_watertight)
     euler = int(len(m.vertices) - len(m.edges_unique) + len(m.faces))
     genus = (components - euler // 2) if watertight else None

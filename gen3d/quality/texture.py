@@ -34,8 +34,9 @@ def sample_texture(image: np.ndarray, uv: np.ndarray) -> np.ndarray:
     return top * (1 - fy) + bottom * fy
 
 
-def surface_albedo(mesh: trimesh.Trimesh, image: np.ndarray, uv: np.ndarray, n: int = 20000,
-                   seed: int = 0) -> np.ndarray:
+def surface_albedo(
+    mesh: trimesh.Trimesh, image: np.ndarray, uv: np.ndarray, n: int = 20000, seed: int = 0
+) -> np.ndarray:
     """Albedo ``[n, 3]`` in [0,1] at ``n`` area-uniform points, read through the per-vertex ``uv``."""
     _, face, bary = surface_samples(mesh, n, seed)
     point_uv = np.einsum("nk,nkd->nd", bary, uv[mesh.faces[face]])
@@ -53,8 +54,12 @@ def texture_purity(albedo: np.ndarray) -> dict:
     off_chroma = np.linalg.norm(chroma - med_chroma, axis=1) > CHROMA_TOL
     off_bright = (total < DARK * med_bright) | (total > BRIGHT * med_bright)
     stray = off_chroma | off_bright
-    return {"stray_fraction": float(stray.mean()), "chroma_fraction": float(off_chroma.mean()),
-            "brightness_fraction": float(off_bright.mean()), "median_albedo": median.tolist()}
+    return {
+        "stray_fraction": float(stray.mean()),
+        "chroma_fraction": float(off_chroma.mean()),
+        "brightness_fraction": float(off_bright.mean()),
+        "median_albedo": median.tolist(),
+    }
 
 
 def colour_distance(a, b) -> float:

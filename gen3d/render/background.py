@@ -1,5 +1,6 @@
 """Backgrounds: colour as a function of the view direction, composited behind the object
 (or, with rgb_as_latents, the prior's latent channels: MLP background only)."""
+
 from __future__ import annotations
 
 import math

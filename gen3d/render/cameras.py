@@ -3,6 +3,7 @@
 World frame is Y-up; cameras follow OpenGL (look down -Z, +Y up). Azimuth 0 deg puts the
 camera on +Z ("front"); positive azimuth rotates towards +X. See docs/architecture.md.
 """
+
 from __future__ import annotations
 
 import math
@@ -58,7 +59,9 @@ class Cameras:
         return Cameras(**kw)
 
 
-def spherical_to_position(elevation_deg: torch.Tensor, azimuth_deg: torch.Tensor, distance: torch.Tensor) -> torch.Tensor:
+def spherical_to_position(
+    elevation_deg: torch.Tensor, azimuth_deg: torch.Tensor, distance: torch.Tensor
+) -> torch.Tensor:
     """Camera centre [B,3] on a sphere around the origin (Y-up, azimuth 0 on +Z)."""
     el = torch.deg2rad(elevation_deg)
     az = torch.deg2rad(azimuth_deg)
@@ -95,8 +98,14 @@ def make_cameras(elevation, azimuth, distance, fovy_deg, height: int, width: int
     if light_position is None:
         light_position = eye * 1.0
     return Cameras(
-        c2w=look_at(eye), fovy=torch.deg2rad(fovy_deg), elevation=elevation, azimuth=azimuth,
-        distance=distance, light_position=light_position, height=height, width=width,
+        c2w=look_at(eye),
+        fovy=torch.deg2rad(fovy_deg),
+        elevation=elevation,
+        azimuth=azimuth,
+        distance=distance,
+        light_position=light_position,
+        height=height,
+        width=width,
     )
 
 
@@ -111,8 +120,14 @@ class CameraSampler:
     def __init__(self, cfg: CameraConfig):
         self.cfg = cfg
 
-    def sample(self, batch_size: int, generator: torch.Generator | None = None, device="cpu",
-               height: int | None = None, width: int | None = None) -> Cameras:
+    def sample(
+        self,
+        batch_size: int,
+        generator: torch.Generator | None = None,
+        device="cpu",
+        height: int | None = None,
+        width: int | None = None,
+    ) -> Cameras:
         c = self.cfg
         # elevation uniform on the sphere's band, not in angle, so views are not biased to the poles
         s0, s1 = (math.sin(math.radians(e)) for e in c.elevation_range)
@@ -121,13 +136,21 @@ class CameraSampler:
         distance = _uniform(c.distance_range, batch_size, generator, device)
         fovy = _uniform(c.fovy_range, batch_size, generator, device)
         eye = spherical_to_position(elevation, azimuth, distance)
-        light_dir = F.normalize(eye + c.light_jitter * torch.randn(batch_size, 3, generator=generator, device=device), dim=-1)
+        light_dir = F.normalize(
+            eye + c.light_jitter * torch.randn(batch_size, 3, generator=generator, device=device), dim=-1
+        )
         light = light_dir * _uniform(c.light_distance_range, batch_size, generator, device)[:, None]
         return make_cameras(elevation, azimuth, distance, fovy, height or c.height, width or c.width, light)
 
 
-def turntable(n_views: int, elevation_deg: float = 15.0, distance: float = 2.3, fovy_deg: float = 50.0,
-              height: int = 64, width: int = 64) -> Cameras:
+def turntable(
+    n_views: int,
+    elevation_deg: float = 15.0,
+    distance: float = 2.3,
+    fovy_deg: float = 50.0,
+    height: int = 64,
+    width: int = 64,
+) -> Cameras:
     """n_views cameras on a full circle at fixed elevation, starting from the front."""
     az = torch.linspace(0.0, 360.0, n_views + 1)[:-1]
     az = (az + 180.0) % 360.0 - 180.0
@@ -140,7 +163,9 @@ def get_rays(cameras: Cameras) -> tuple[torch.Tensor, torch.Tensor]:
     H, W = cameras.height, cameras.width
     device, dtype = cameras.c2w.device, cameras.c2w.dtype
     focal = 0.5 * H / torch.tan(0.5 * cameras.fovy)  # [B]
-    j, i = torch.meshgrid(torch.arange(H, device=device, dtype=dtype), torch.arange(W, device=device, dtype=dtype), indexing="ij")
+    j, i = torch.meshgrid(
+        torch.arange(H, device=device, dtype=dtype), torch.arange(W, device=device, dtype=dtype), indexing="ij"
+    )
     x = (i + 0.5 - 0.5 * W)[None] / focal[:, None, None]
     y = -(j + 0.5 - 0.5 * H)[None] / focal[:, None, None]
     dirs = torch.stack([x, y, -torch.ones_like(x)], dim=-1)  # [B,H,W,3] camera space

@@ -7,6 +7,7 @@ albedo / lambertian / textureless (gen3d.render.shading) and `normal` (world nor
 colours (n + 1) / 2, for SDS on normal renders). Silhouettes are antialiased so the opacity and
 colours get gradients w.r.t. the vertex positions.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -50,7 +51,9 @@ class MeshRenderer(nn.Module):
     def update_step(self, step: int) -> None:
         """Nothing to refresh (kept for the renderer interface)."""
 
-    def forward(self, cameras: Cameras, shading: str = "albedo", with_normal: bool | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self, cameras: Cameras, shading: str = "albedo", with_normal: bool | None = None
+    ) -> dict[str, torch.Tensor]:
         """Render a batch of cameras (normals are always computed; with_normal is accepted for
         VolumeRenderer compatibility). Also returns face_id [B,H,W] (-1 = background)."""
         if shading not in MESH_SHADING_MODES:
@@ -84,5 +87,12 @@ class MeshRenderer(nn.Module):
         if c.antialias:
             stack = antialias(stack, rast, clip, faces, c.backend)
         comp_rgb, opacity, depth, comp_normal, comp_fg = stack.split([3, 1, 1, 3, 3], dim=-1)
-        return {"comp_rgb": comp_rgb, "comp_rgb_fg": comp_fg, "comp_rgb_bg": bg, "opacity": opacity,
-                "depth": depth, "comp_normal": comp_normal, "face_id": rast.face_id}
+        return {
+            "comp_rgb": comp_rgb,
+            "comp_rgb_fg": comp_fg,
+            "comp_rgb_bg": bg,
+            "opacity": opacity,
+            "depth": depth,
+            "comp_normal": comp_normal,
+            "face_id": rast.face_id,
+        }

@@ -6,6 +6,7 @@ Two backends with one interface (`update(step, density_fn)`, `sample(rays_o, ray
   per ray inside the box and drops the ones in empty cells BEFORE the field is queried.
 - `NerfaccOccupancyGrid`: nerfacc's `OccGridEstimator` (CUDA kernels, imported lazily).
 """
+
 from __future__ import annotations
 
 import math
@@ -50,12 +51,17 @@ def ray_aabb(rays_o: torch.Tensor, rays_d: torch.Tensor, radius: float):
     return t_near, t_far, t_far > t_near
 
 
-def stratified_t(t_near: torch.Tensor, t_far: torch.Tensor, n: int, stratified: bool,
-                 generator: torch.Generator | None = None):
+def stratified_t(
+    t_near: torch.Tensor, t_far: torch.Tensor, n: int, stratified: bool, generator: torch.Generator | None = None
+):
     """n equal intervals per ray over [t_near, t_far] ([R] each), shifted by a random fraction
     of an interval per ray when stratified. -> t_starts, t_ends [R,n]."""
     k = torch.arange(n, dtype=t_near.dtype, device=t_near.device)
-    u = torch.rand(t_near.shape[0], 1, generator=generator, dtype=t_near.dtype, device=t_near.device) if stratified else 0.5
+    u = (
+        torch.rand(t_near.shape[0], 1, generator=generator, dtype=t_near.dtype, device=t_near.device)
+        if stratified
+        else 0.5
+    )
     step = ((t_far - t_near) / n)[:, None]
     t_starts = t_near[:, None] + (k[None] + u - 0.5) * step
     return t_starts, t_starts + step
@@ -68,8 +74,16 @@ class TorchOccupancyGrid(nn.Module):
     random point per cell can miss thin or barely-touched cells). All cells count as occupied
     before the first update."""
 
-    def __init__(self, radius: float, resolution: int = 32, threshold: float = 0.01, ema_decay: float = 0.95,
-                 update_every: int = 16, n_samples_per_ray: int = 64, dilate: int = 0):
+    def __init__(
+        self,
+        radius: float,
+        resolution: int = 32,
+        threshold: float = 0.01,
+        ema_decay: float = 0.95,
+        update_every: int = 16,
+        n_samples_per_ray: int = 64,
+        dilate: int = 0,
+    ):
         super().__init__()
         self.dilate = int(dilate)
         self.radius, self.G = float(radius), int(resolution)
@@ -97,7 +111,7 @@ class TorchOccupancyGrid(nn.Module):
         G, dev = self.G, self.occs.device
         ijk = torch.stack(torch.meshgrid(*[torch.arange(G, device=dev)] * 3, indexing="ij"), -1).view(-1, 3)
         pts = ((ijk + torch.rand(ijk.shape, device=dev)) / G * 2.0 - 1.0) * self.radius
-        vals = torch.cat([density_fn(pts[s: s + chunk]).reshape(-1) for s in range(0, pts.shape[0], chunk)])
+        vals = torch.cat([density_fn(pts[s : s + chunk]).reshape(-1) for s in range(0, pts.shape[0], chunk)])
         self.occs.copy_(torch.maximum(self.occs * self.ema_decay, vals.float() * self.step_size))
         thre = min(float(self.occs.mean()), self.threshold)
         binary = (self.occs > thre).view(G, G, G)
@@ -110,8 +124,13 @@ class TorchOccupancyGrid(nn.Module):
         if step % self.update_every == 0:
             self.refresh(density_fn)
 
-    def sample(self, rays_o: torch.Tensor, rays_d: torch.Tensor, stratified: bool = True,
-               generator: torch.Generator | None = None) -> RaySamples:
+    def sample(
+        self,
+        rays_o: torch.Tensor,
+        rays_d: torch.Tensor,
+        stratified: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> RaySamples:
         """rays_o, rays_d [R,3] -> RaySamples of the samples that fall in occupied cells.
 
         Only rays crossing the box are marched; the dense layout keeps only rays with samples.
@@ -132,34 +151,62 @@ class TorchOccupancyGrid(nn.Module):
         dense_index = keep.view(-1).nonzero().squeeze(1)
         return RaySamples(
             ray_indices=rows[used][torch.div(dense_index, S, rounding_mode="floor")],
-            t_starts=t0.view(-1)[dense_index], t_ends=t1.view(-1)[dense_index], n_rays=R, n_per_ray=S,
-            dense_index=dense_index, n_dense_rays=used.shape[0],
+            t_starts=t0.view(-1)[dense_index],
+            t_ends=t1.view(-1)[dense_index],
+            n_rays=R,
+            n_per_ray=S,
+            dense_index=dense_index,
+            n_dense_rays=used.shape[0],
         )
 
 
 class NerfaccOccupancyGrid(nn.Module):
     """nerfacc's OccGridEstimator behind the same interface (CUDA; nerfacc imported lazily)."""
 
-    def __init__(self, radius: float, resolution: int = 32, threshold: float = 0.01, ema_decay: float = 0.95,
-                 update_every: int = 16, n_samples_per_ray: int = 64, dilate: int = 0):
+    def __init__(
+        self,
+        radius: float,
+        resolution: int = 32,
+        threshold: float = 0.01,
+        ema_decay: float = 0.95,
+        update_every: int = 16,
+        n_samples_per_ray: int = 64,
+        dilate: int = 0,
+    ):
         super().__init__()  # (nerfacc's grid has no dilation; `dilate` is ignored)
         import nerfacc  # lazy: its sampling kernels need CUDA
 
-        self.radius, self.threshold, self.ema_decay, self.update_every = float(radius), threshold, ema_decay, update_every
+        self.radius, self.threshold, self.ema_decay, self.update_every = (
+            float(radius),
+            threshold,
+            ema_decay,
+            update_every,
+        )
         self.step_size = 2.0 * math.sqrt(3.0) * radius / n_samples_per_ray
         aabb = torch.tensor([-radius] * 3 + [radius] * 3, dtype=torch.float32)
         self.estimator = nerfacc.OccGridEstimator(roi_aabb=aabb, resolution=resolution, levels=1)
 
     def update(self, step: int, density_fn: DensityFn) -> None:
         self.estimator.update_every_n_steps(
-            step=step, occ_eval_fn=lambda x: density_fn(x).reshape(-1) * self.step_size,
-            occ_thre=self.threshold, ema_decay=self.ema_decay, n=self.update_every,
+            step=step,
+            occ_eval_fn=lambda x: density_fn(x).reshape(-1) * self.step_size,
+            occ_thre=self.threshold,
+            ema_decay=self.ema_decay,
+            n=self.update_every,
         )
 
-    def sample(self, rays_o: torch.Tensor, rays_d: torch.Tensor, stratified: bool = True,
-               generator: torch.Generator | None = None) -> RaySamples:
+    def sample(
+        self,
+        rays_o: torch.Tensor,
+        rays_d: torch.Tensor,
+        stratified: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> RaySamples:
         ray_indices, t_starts, t_ends = self.estimator.sampling(
-            rays_o, rays_d, render_step_size=self.step_size, stratified=stratified,
+            rays_o,
+            rays_d,
+            render_step_size=self.step_size,
+            stratified=stratified,
         )
         return RaySamples(ray_indices=ray_indices.long(), t_starts=t_starts, t_ends=t_ends, n_rays=rays_o.shape[0])
 

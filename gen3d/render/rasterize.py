@@ -10,6 +10,7 @@ analytic antialiasing; the torch version handles object/background silhouettes o
 Image convention: row 0 is the TOP of the image (NDC y = +1), column 0 the left (NDC x = -1),
 pixel (i, j) has its centre at NDC ((2i + 1) / W - 1, 1 - (2j + 1) / H), matching `get_rays`.
 """
+
 from __future__ import annotations
 
 import functools
@@ -92,8 +93,15 @@ def _face_planes(tri: torch.Tensor, height: int, width: int):
     extra = torch.stack([torch.einsum("nic,ni->nc", bary, inv_w), torch.einsum("nic,ni->nc", bary, z_w)], 1)
     coef = torch.cat([bary, extra], dim=1)
     bbox = torch.stack([sx.amin(-1).ceil(), sx.amax(-1).floor(), sy.amin(-1).ceil(), sy.amax(-1).floor()], -1)
-    bbox = torch.stack([bbox[:, 0].clamp_min(0), bbox[:, 1].clamp_max(width - 1),
-                        bbox[:, 2].clamp_min(0), bbox[:, 3].clamp_max(height - 1)], -1)
+    bbox = torch.stack(
+        [
+            bbox[:, 0].clamp_min(0),
+            bbox[:, 1].clamp_max(width - 1),
+            bbox[:, 2].clamp_min(0),
+            bbox[:, 3].clamp_max(height - 1),
+        ],
+        -1,
+    )
     ok &= (bbox[:, 1] >= bbox[:, 0]) & (bbox[:, 3] >= bbox[:, 2]) & torch.isfinite(coef).all(-1).all(-1)
     return coef, bbox.long(), ok
 
@@ -125,7 +133,7 @@ def _coverage_torch(verts_clip: torch.Tensor, faces: torch.Tensor, height: int, 
             stop = max(stop, start_face + 1)
             _scatter_chunk(best, sel, coef, bbox, bw, count, start_face, stop, F, height, width)
             start_face = stop
-    face = (best & 0xFFFFFFFF)
+    face = best & 0xFFFFFFFF
     face = torch.where(best == torch.iinfo(torch.int64).max, torch.full_like(face, -1), face)
     return face.view(B, height, width)
 
@@ -153,8 +161,9 @@ def _scatter_chunk(best, sel, coef, bbox, bw, count, s, e, F, height, width):
 # -- differentiable barycentrics from the winning faces -----------------------------------------
 def pixel_ndc(height: int, width: int, device, dtype=torch.float32) -> torch.Tensor:
     """NDC (x, y) of the pixel centres [H,W,2] (row 0 at the top, y = +1)."""
-    j, i = torch.meshgrid(torch.arange(height, device=device, dtype=dtype),
-                          torch.arange(width, device=device, dtype=dtype), indexing="ij")
+    j, i = torch.meshgrid(
+        torch.arange(height, device=device, dtype=dtype), torch.arange(width, device=device, dtype=dtype), indexing="ij"
+    )
     return torch.stack([(2.0 * i + 1.0) / width - 1.0, 1.0 - (2.0 * j + 1.0) / height], -1)
 
 
@@ -187,8 +196,7 @@ def _to_batched(verts_clip: torch.Tensor) -> torch.Tensor:
     return verts_clip[None] if verts_clip.dim() == 2 else verts_clip
 
 
-def rasterize(verts_clip: torch.Tensor, faces: torch.Tensor, height: int, width: int,
-              backend: str = "auto") -> Raster:
+def rasterize(verts_clip: torch.Tensor, faces: torch.Tensor, height: int, width: int, backend: str = "auto") -> Raster:
     """Rasterize triangles faces [F,3] (int) with clip-space vertices verts_clip [B,V,4] or [V,4].
 
     Returns Raster(face_id [B,H,W] long, -1 = empty; bary [B,H,W,3]; depth [B,H,W] = view depth w).
@@ -220,8 +228,9 @@ def _nvdiffrast_pos(verts_clip: torch.Tensor) -> torch.Tensor:
 def _coverage_nvdiffrast(verts_clip, faces, height, width) -> torch.Tensor:
     import nvdiffrast.torch as dr
 
-    rast, _ = dr.rasterize(_nvdiffrast_context(verts_clip.device), _nvdiffrast_pos(verts_clip),
-                           faces.int().contiguous(), (height, width))
+    rast, _ = dr.rasterize(
+        _nvdiffrast_context(verts_clip.device), _nvdiffrast_pos(verts_clip), faces.int().contiguous(), (height, width)
+    )
     return rast[..., 3].long() - 1
 
 
@@ -242,12 +251,18 @@ def interpolate(attr: torch.Tensor, face_id: torch.Tensor, bary: torch.Tensor, f
 def _screen(verts_clip: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Clip [...,4] -> pixel-unit screen positions [...,2] (X = column, Y = row, centres at ints)."""
     w = verts_clip[..., 3:].clamp_min(_W_EPS)
-    return torch.cat([(verts_clip[..., :1] / w + 1.0) * (0.5 * width) - 0.5,
-                      (1.0 - verts_clip[..., 1:2] / w) * (0.5 * height) - 0.5], -1)
+    return torch.cat(
+        [
+            (verts_clip[..., :1] / w + 1.0) * (0.5 * width) - 0.5,
+            (1.0 - verts_clip[..., 1:2] / w) * (0.5 * height) - 0.5,
+        ],
+        -1,
+    )
 
 
 def _edge_crossing(tri2d: torch.Tensor, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """Where the segment p -> q [n,2] leaves triangles tri2d [n,3,2]: t in [0,1] (p inside)."""
+
     def bary2d(x):
         e = tri2d[:, [1, 2, 0]] - x[:, None]
         f = tri2d[:, [2, 0, 1]] - x[:, None]
@@ -289,8 +304,9 @@ def _antialias_torch(color, face_id, verts_clip, faces):
     return (flat_col + delta).view(B, H, W, C)
 
 
-def antialias(color: torch.Tensor, raster: Raster, verts_clip: torch.Tensor, faces: torch.Tensor,
-              backend: str = "auto") -> torch.Tensor:
+def antialias(
+    color: torch.Tensor, raster: Raster, verts_clip: torch.Tensor, faces: torch.Tensor, backend: str = "auto"
+) -> torch.Tensor:
     """Antialias color [B,H,W,C] at silhouettes; differentiable w.r.t. colour and verts_clip.
 
     For each horizontal / vertical pixel pair across a silhouette, the edge crossing t along
@@ -313,5 +329,8 @@ def nvdiffrast_rast(raster: Raster, verts_clip: torch.Tensor, faces: torch.Tenso
     """Our Raster as nvdiffrast's rast tensor [B,H,W,4] = (u, v, z/w, face_id + 1)."""
     z = interpolate(_to_batched(verts_clip)[..., 2:3], raster.face_id, raster.bary, faces)[..., 0]
     zw = torch.where(raster.face_id >= 0, z / raster.depth.clamp_min(_W_EPS), torch.zeros_like(z))
-    return torch.stack([raster.bary[..., 0], raster.bary[..., 1], zw, (raster.face_id + 1).to(zw.dtype)],
-                       -1).float().contiguous()
+    return (
+        torch.stack([raster.bary[..., 0], raster.bary[..., 1], zw, (raster.face_id + 1).to(zw.dtype)], -1)
+        .float()
+        .contiguous()
+    )

@@ -1,4 +1,5 @@
 """Per-sample shading: albedo, lambertian (point light), textureless (white lambertian)."""
+
 from __future__ import annotations
 
 import random
@@ -36,8 +37,14 @@ def ambient_level(cfg: ShadingConfig) -> float:
     return cfg.ambient
 
 
-def shade(mode: str, albedo: torch.Tensor, normal: torch.Tensor | None, points: torch.Tensor,
-          light_position: torch.Tensor, ambient: float = 0.1) -> torch.Tensor:
+def shade(
+    mode: str,
+    albedo: torch.Tensor,
+    normal: torch.Tensor | None,
+    points: torch.Tensor,
+    light_position: torch.Tensor,
+    ambient: float = 0.1,
+) -> torch.Tensor:
     """Colour [N,3] of N samples.
 
     albedo [N,3] in [0,1]; normal [N,3] unit (needed unless mode == "albedo"); points [N,3]

@@ -5,6 +5,7 @@ T_k = prod_{j<k} (1 - alpha_j), w_k = T_k * alpha_k; rgb = sum w_k c_k + (1 - su
 The torch sampler keeps a dense [rays, samples] layout, so this is a cumsum; nerfacc's packed
 samples use nerfacc's CUDA scan (imported lazily).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -40,7 +41,8 @@ def render_weights(samples: RaySamples, sigmas: torch.Tensor) -> torch.Tensor:
         import nerfacc  # lazy: CUDA scan over packed samples
 
         w, _, _ = nerfacc.render_weight_from_density(
-            samples.t_starts, samples.t_ends, sigmas, ray_indices=samples.ray_indices, n_rays=samples.n_rays)
+            samples.t_starts, samples.t_ends, sigmas, ray_indices=samples.ray_indices, n_rays=samples.n_rays
+        )
         return w
     R, S = samples.n_dense_rays, samples.n_per_ray
     tau = sigmas * (samples.t_ends - samples.t_starts)  # optical depth of each sample
@@ -68,9 +70,15 @@ class VolumeRenderer(nn.Module):
         if backend is None:
             raise ValueError(f"use_nerfacc must be auto, always or never, got {cfg.use_nerfacc!r}")
         self.occupancy = make_occupancy_grid(
-            backend, "cuda" if torch.cuda.is_available() else "cpu", radius=geometry.cfg.radius,
-            resolution=cfg.grid_resolution, threshold=cfg.occ_threshold, ema_decay=cfg.occ_ema_decay,
-            update_every=cfg.occ_update_every, n_samples_per_ray=cfg.num_samples_per_ray, dilate=cfg.occ_dilate,
+            backend,
+            "cuda" if torch.cuda.is_available() else "cpu",
+            radius=geometry.cfg.radius,
+            resolution=cfg.grid_resolution,
+            threshold=cfg.occ_threshold,
+            ema_decay=cfg.occ_ema_decay,
+            update_every=cfg.occ_update_every,
+            n_samples_per_ray=cfg.num_samples_per_ray,
+            dilate=cfg.occ_dilate,
         )
 
     @torch.no_grad()
@@ -78,8 +86,15 @@ class VolumeRenderer(nn.Module):
         """Refresh the occupancy grid from the field's density (every `occ_update_every` steps)."""
         self.occupancy.update(step, self.geometry.density)
 
-    def render_rays(self, rays_o: torch.Tensor, rays_d: torch.Tensor, light: torch.Tensor, shading: str,
-                    with_normal: bool, ambient: float) -> dict[str, torch.Tensor]:
+    def render_rays(
+        self,
+        rays_o: torch.Tensor,
+        rays_d: torch.Tensor,
+        light: torch.Tensor,
+        shading: str,
+        with_normal: bool,
+        ambient: float,
+    ) -> dict[str, torch.Tensor]:
         """rays_o, rays_d, light [R,3] -> per-ray (comp_rgb, opacity, depth, comp_normal, comp_rgb_bg)
         and per-sample (weights, ray_indices, points, normal, orient) outputs."""
         R = rays_o.shape[0]
@@ -99,7 +114,10 @@ class VolumeRenderer(nn.Module):
             "opacity": accumulate(ri, w, R),
             "depth": accumulate(ri, w * t_mid[:, None], R),
             "comp_rgb_fg": accumulate(ri, w * rgb, R),
-            "weights": w, "ray_indices": ri, "points": points, "t_mid": t_mid,
+            "weights": w,
+            "ray_indices": ri,
+            "points": points,
+            "t_mid": t_mid,
         }
         out["comp_rgb_bg"] = self.background(rays_d)
         out["comp_rgb"] = out["comp_rgb_fg"] + (1.0 - out["opacity"]) * out["comp_rgb_bg"]
@@ -131,11 +149,16 @@ class VolumeRenderer(nn.Module):
         light = cameras.light_position.to(rays_o)[:, None].expand(B, H * W, 3).reshape(-1, 3)
         R = rays_o.shape[0]
         chunk = R if torch.is_grad_enabled() else self.cfg.eval_chunk_rays
-        parts = [self.render_rays(rays_o[s: s + chunk], rays_d[s: s + chunk], light[s: s + chunk], shading,
-                                  want_normal, ambient) for s in range(0, R, chunk)]
+        parts = [
+            self.render_rays(
+                rays_o[s : s + chunk], rays_d[s : s + chunk], light[s : s + chunk], shading, want_normal, ambient
+            )
+            for s in range(0, R, chunk)
+        ]
         image_keys = ("comp_rgb", "comp_rgb_fg", "comp_rgb_bg", "opacity", "depth", "comp_normal")
-        out = {k: rearrange(torch.cat([p[k] for p in parts]), "(b h w) c -> b h w c", b=B, h=H, w=W)
-               for k in image_keys}
+        out = {
+            k: rearrange(torch.cat([p[k] for p in parts]), "(b h w) c -> b h w c", b=B, h=H, w=W) for k in image_keys
+        }
         if len(parts) == 1:
             p = parts[0]
             out.update({k: v for k, v in p.items() if k not in image_keys})

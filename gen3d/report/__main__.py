@@ -1,6 +1,7 @@
 """python -m gen3d.report outputs/        -> outputs/index.html over every run below (reports written
-                                            for runs that have none)
-   python -m gen3d.report RUN_DIR         -> RUN_DIR/report.html"""
+                                         for runs that have none)
+python -m gen3d.report RUN_DIR         -> RUN_DIR/report.html"""
+
 from __future__ import annotations
 
 import argparse

@@ -1,5 +1,6 @@
 """Files a report needs next to it (`<run>/report_files/`): the viewer scripts, each GLB as a classic
 script (file:// pages may not fetch files), a thumbnail; and mesh statistics read from a GLB's JSON chunk."""
+
 from __future__ import annotations
 
 import base64
@@ -30,8 +31,9 @@ def copy_viewer(files: Path) -> list[str]:
 def glb_script(glb: Path, files: Path, key: str) -> str:
     """model.glb -> files/<key>.js storing its base64 bytes in window.GEN3D_GLB[key]; the relative name."""
     b64 = base64.b64encode(glb.read_bytes()).decode("ascii")
-    write_text_atomic(files / f"{key}.js", f"window.GEN3D_GLB=window.GEN3D_GLB||{{}};"
-                                           f"window.GEN3D_GLB[{json.dumps(key)}]=\"{b64}\";\n")
+    write_text_atomic(
+        files / f"{key}.js", f'window.GEN3D_GLB=window.GEN3D_GLB||{{}};window.GEN3D_GLB[{json.dumps(key)}]="{b64}";\n'
+    )
     return f"{FILES_DIR}/{key}.js"
 
 
@@ -42,7 +44,7 @@ def glb_stats(glb: Path) -> dict:
     length, kind = struct.unpack_from("<I4s", data, 12)
     if magic != b"glTF" or kind != b"JSON":
         raise ValueError(f"{glb} is not a GLB file")
-    doc = json.loads(data[20:20 + length])
+    doc = json.loads(data[20 : 20 + length])
     accessors = doc.get("accessors", [])
     vertices = faces = 0
     for mesh in doc.get("meshes", []):

@@ -1,5 +1,6 @@
 """index.html over every run found under a folder: a thumbnail per run with its prompt, method, seed,
 time and metrics, in a table sorted by clicking a column and filtered by text."""
+
 from __future__ import annotations
 
 import os
@@ -65,8 +66,12 @@ def run_metrics(info: RunInfo) -> dict:
         out["triangles"] = assets.glb_stats(info.models[0].glb)["faces"]
     for i, edit in enumerate((info.video or {}).get("edits", [])):
         flat = flatten(edit)
-        for key in ("classifier.colour_accuracy", "classifier.shape_accuracy", "source_agreement.silhouette_iou",
-                    "text_alignment_clip"):
+        for key in (
+            "classifier.colour_accuracy",
+            "classifier.shape_accuracy",
+            "source_agreement.silhouette_iou",
+            "text_alignment_clip",
+        ):
             if key in flat:
                 out[f"edit{i}.{key.split('.')[-1]}"] = flat[key]
     return out
@@ -75,10 +80,11 @@ def run_metrics(info: RunInfo) -> dict:
 def _row(info: RunInfo, root: Path) -> str:
     rel = info.run_dir.relative_to(root).as_posix()
     thumb = info.run_dir / assets.FILES_DIR / "thumb.png"
-    img = (f'<img src="{escape(rel, quote=True)}/{assets.FILES_DIR}/thumb.png" height="96">'
-           if thumb.is_file() else "")
+    img = f'<img src="{escape(rel, quote=True)}/{assets.FILES_DIR}/thumb.png" height="96">' if thumb.is_file() else ""
     metrics = run_metrics(info)
-    text = "<br>".join(f"{escape(k)}={v:.4g}" if isinstance(v, float) else f"{escape(k)}={v}" for k, v in metrics.items())
+    text = "<br>".join(
+        f"{escape(k)}={v:.4g}" if isinstance(v, float) else f"{escape(k)}={v}" for k, v in metrics.items()
+    )
     cells = [
         f'<td><a href="{escape(rel, quote=True)}/report.html">{img}</a></td>',
         f'<td><a href="{escape(rel, quote=True)}/report.html">{escape(info.prompt)}</a></td>',
@@ -99,11 +105,17 @@ def write_gallery(root: Path, refresh: bool = False) -> Path:
         if refresh or not (run / "report.html").is_file():
             write_report(run)
         infos.append(read_run(run))
-    header = "".join(f'<th class="sortable">{h}</th>' if h else "<th></th>"
-                     for h in ["", "prompt", "method", "seed", "time", "metrics", "run"])
-    body = (f"<h1>gen3d runs in {escape(str(root))}</h1>"
-            f'<input id="filter" type="search" placeholder="filter: prompt, method, seed…"> '
-            f'<span class="meta"><span id="shown">{len(infos)}</span> of {len(infos)} runs; click a column to sort</span>'
-            f'<table id="runs"><thead><tr>{header}</tr></thead><tbody>'
-            + "".join(_row(info, root) for info in infos) + "</tbody></table>" + SCRIPT)
+    header = "".join(
+        f'<th class="sortable">{h}</th>' if h else "<th></th>"
+        for h in ["", "prompt", "method", "seed", "time", "metrics", "run"]
+    )
+    body = (
+        f"<h1>gen3d runs in {escape(str(root))}</h1>"
+        f'<input id="filter" type="search" placeholder="filter: prompt, method, seed…"> '
+        f'<span class="meta"><span id="shown">{len(infos)}</span> of {len(infos)} runs; click a column to sort</span>'
+        f'<table id="runs"><thead><tr>{header}</tr></thead><tbody>'
+        + "".join(_row(info, root) for info in infos)
+        + "</tbody></table>"
+        + SCRIPT
+    )
     return write_text_atomic(root / "index.html", page(f"gen3d runs: {root}", body))

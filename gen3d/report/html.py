@@ -1,4 +1,5 @@
 """Small HTML helpers shared by the run report and the gallery."""
+
 from __future__ import annotations
 
 from html import escape
@@ -8,8 +9,10 @@ CSS = (Path(__file__).parent / "static" / "report.css").read_text()
 
 
 def page(title: str, body: str) -> str:
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
-            f"<style>{CSS}</style></head>\n<body>\n{body}\n</body></html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
+        f"<style>{CSS}</style></head>\n<body>\n{body}\n</body></html>\n"
+    )
 
 
 def fmt(value) -> str:
@@ -20,9 +23,14 @@ def fmt(value) -> str:
 
 def table(header: list[str] | None, rows: list[list], attrs: str = "") -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in header or [])
-    body = "".join("<tr>" + "".join(
-        f'<td class="num">{fmt(c)}</td>' if isinstance(c, (int, float)) else f"<td>{fmt(c)}</td>" for c in row)
-        + "</tr>" for row in rows)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f'<td class="num">{fmt(c)}</td>' if isinstance(c, (int, float)) else f"<td>{fmt(c)}</td>" for c in row
+        )
+        + "</tr>"
+        for row in rows
+    )
     thead = f"<thead><tr>{head}</tr></thead>" if head else ""
     return f"<table{attrs}>{thead}<tbody>{body}</tbody></table>"
 

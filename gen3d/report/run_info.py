@@ -5,6 +5,7 @@ callback), the CSV logs (`logs/csv/**/metrics.csv`, Lightning's CSVLogger), `log
 "[stage] step N k=v" and "stage X: trained N steps in T s" lines), `config.yaml`, `previews/`,
 `video/`, `export/`, `metrics.json` (video runs).
 """
+
 from __future__ import annotations
 
 import csv
@@ -34,11 +35,11 @@ class Model:
 class RunInfo:
     run_dir: Path
     config: dict
-    stages: dict = field(default_factory=dict)     # stage -> {"steps": int, "seconds": float}
-    curves: dict = field(default_factory=dict)     # stage -> metric -> [(step, value)]
-    previews: list = field(default_factory=list)   # [(stage, step, Path)] in step order
-    models: list = field(default_factory=list)     # [Model]
-    video: dict | None = None                      # metrics.json of a video run
+    stages: dict = field(default_factory=dict)  # stage -> {"steps": int, "seconds": float}
+    curves: dict = field(default_factory=dict)  # stage -> metric -> [(step, value)]
+    previews: list = field(default_factory=list)  # [(stage, step, Path)] in step order
+    models: list = field(default_factory=list)  # [Model]
+    video: dict | None = None  # metrics.json of a video run
 
     @property
     def method(self) -> str:

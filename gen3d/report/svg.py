@@ -1,4 +1,5 @@
 """Loss curves as inline SVG (no plotting library, no JavaScript)."""
+
 from __future__ import annotations
 
 import math
@@ -21,8 +22,9 @@ def _fmt(v: float) -> str:
     return f"{v:.3g}"
 
 
-def line_chart(series: dict[str, list[tuple[float, float]]], title: str, width: int = 420, height: int = 220,
-               log_y: bool = False) -> str:
+def line_chart(
+    series: dict[str, list[tuple[float, float]]], title: str, width: int = 420, height: int = 220, log_y: bool = False
+) -> str:
     """series: label -> [(x, y)] -> an <svg> element with axes, ticks and a legend."""
     series = {k: [(x, y) for x, y in v if not log_y or y > 0] for k, v in series.items()}
     series = {k: v for k, v in series.items() if v}
@@ -42,25 +44,31 @@ def line_chart(series: dict[str, list[tuple[float, float]]], title: str, width: 
     def py(y):
         return top + (1 - (tf(y) - y0) / (y1 - y0)) * ph
 
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" width="{width}" height="{height}" '
-           f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="10">',
-           f'<text x="{left}" y="14" font-size="12" font-weight="bold">{escape(title)}</text>',
-           f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>']
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="10">',
+        f'<text x="{left}" y="14" font-size="12" font-weight="bold">{escape(title)}</text>',
+        f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>',
+    ]
     for t in _ticks(x0, x1):
         out.append(f'<text x="{px(t):.1f}" y="{height - 12}" text-anchor="middle">{_fmt(t)}</text>')
     for t in _ticks(y0, y1):
         y = top + (1 - (t - y0) / (y1 - y0)) * ph
-        label = _fmt(10 ** t) if log_y else _fmt(t)
-        out.append(f'<line x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>'
-                   f'<text x="{left - 4}" y="{y + 3:.1f}" text-anchor="end">{label}</text>')
+        label = _fmt(10**t) if log_y else _fmt(t)
+        out.append(
+            f'<line x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>'
+            f'<text x="{left - 4}" y="{y + 3:.1f}" text-anchor="end">{label}</text>'
+        )
     out.append(f'<text x="{left + pw / 2}" y="{height - 1}" text-anchor="middle">step</text>')
     for i, (label, points) in enumerate(series.items()):
         colour = COLOURS[i % len(COLOURS)]
         path = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in points)
         out.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{path}"/>')
         if len(series) > 1:
-            out.append(f'<text x="{left + pw - 4}" y="{top + 12 + 12 * i}" text-anchor="end" fill="{colour}">'
-                       f'{escape(label)}</text>')
+            out.append(
+                f'<text x="{left + pw - 4}" y="{top + 12 + 12 * i}" text-anchor="end" fill="{colour}">'
+                f"{escape(label)}</text>"
+            )
     out.append("</svg>")
     return "".join(out)
 

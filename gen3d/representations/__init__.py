@@ -17,6 +17,7 @@ through this interface only:
 - `config`/`check(cfg)`: a representation without a section of its own in Text3DConfig keeps its
   settings under `parts.<name>` and reads them with `settings(cfg)` (checked before anything is written).
 """
+
 from __future__ import annotations
 
 from typing import Any

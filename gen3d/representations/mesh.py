@@ -2,6 +2,7 @@
 
 It cannot start a method: it starts from the previous stage's particle, the isosurface of any
 geometry with a `density` field (a NeRF volume) or a copy of a previous mesh stage's mesh."""
+
 from __future__ import annotations
 
 from gen3d.export import export_trimesh
@@ -25,8 +26,10 @@ class MeshRepresentation(Representation):
             super().from_previous(scene, previous, cfg)
 
     def regularisers(self, scene, out):
-        return {"normal_consistency": scene.geometry.normal_consistency(),
-                "laplacian": scene.geometry.laplacian_smoothing()}
+        return {
+            "normal_consistency": scene.geometry.normal_consistency(),
+            "laplacian": scene.geometry.laplacian_smoothing(),
+        }
 
     def parameter_groups(self, scene, cfg):
         geo, groups = scene.geometry, []

@@ -1,4 +1,5 @@
 """`volume`: a NeRF (hash-grid field, gen3d.geometry.implicit) rendered by the volume renderer."""
+
 from __future__ import annotations
 
 from gen3d.export import export_mesh
@@ -16,16 +17,19 @@ class VolumeRepresentation(Representation):
 
     def regularisers(self, scene, out):
         opacity = out["opacity"].clamp(1e-5, 1 - 1e-5)
-        terms = {"sparsity": opacity.mean(),
-                 "opaque": -(opacity * opacity.log() + (1 - opacity) * (1 - opacity).log()).mean()}
+        terms = {
+            "sparsity": opacity.mean(),
+            "opaque": -(opacity * opacity.log() + (1 - opacity) * (1 - opacity).log()).mean(),
+        }
         if "orient_loss" in out:
             terms["orient"] = out["orient_loss"]
         return terms
 
     def export(self, scene, albedo_fn, out_dir, cfg, device):
         geo = scene.geometry
-        return export_mesh(lambda p: geo.density(p.to(device)).float().cpu(), albedo_fn, out_dir, cfg.export,
-                           radius=geo.cfg.radius)
+        return export_mesh(
+            lambda p: geo.density(p.to(device)).float().cpu(), albedo_fn, out_dir, cfg.export, radius=geo.cfg.radius
+        )
 
 
 register("volume", VolumeRepresentation())

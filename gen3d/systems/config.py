@@ -3,6 +3,7 @@
 Which parts a stage uses is named here and looked up in the registries: `representation`
 (gen3d.representations), `guidance.type` (gen3d.guidance; the `guidance:` section is typed by it).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -127,6 +128,9 @@ def resolve_backends(cfg: Text3DConfig) -> Text3DConfig:
     def off(value: str, cpu: str) -> str:
         return cpu if value == "auto" else value
 
-    return replace(cfg, geometry=replace(cfg.geometry, encoding_backend=off(cfg.geometry.encoding_backend, "torch")),
-                   renderer=replace(cfg.renderer, use_nerfacc=off(cfg.renderer.use_nerfacc, "never")),
-                   mesh_renderer=replace(cfg.mesh_renderer, backend=off(cfg.mesh_renderer.backend, "torch")))
+    return replace(
+        cfg,
+        geometry=replace(cfg.geometry, encoding_backend=off(cfg.geometry.encoding_backend, "torch")),
+        renderer=replace(cfg.renderer, use_nerfacc=off(cfg.renderer.use_nerfacc, "never")),
+        mesh_renderer=replace(cfg.mesh_renderer, backend=off(cfg.mesh_renderer.backend, "torch")),
+    )

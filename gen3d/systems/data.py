@@ -1,4 +1,5 @@
 """The training data of a text-to-3D run: random cameras, reproducible per (seed, index)."""
+
 from __future__ import annotations
 
 import torch

@@ -10,6 +10,7 @@ the exported texture goes through a linear latent -> RGB map fitted on the train
 `view_space(cfg)` is the one place `rgb_as_latents` is read: the system renders, trains and shows
 its particles through the space it returns (`RGBSpace` or `LatentSpace`), never by the flag.
 """
+
 from __future__ import annotations
 
 import logging
@@ -48,21 +49,25 @@ def check_config(cfg: Any) -> None:
     if not cfg.rgb_as_latents:
         return
     if not representation(cfg.representation).renders_latents:
-        raise UserError(f"rgb_as_latents works on NeRF (volume) stages only, not with representation "
-                        f"'{cfg.representation}'")
+        raise UserError(
+            f"rgb_as_latents works on NeRF (volume) stages only, not with representation '{cfg.representation}'"
+        )
     if cfg.force_shading not in (None, "albedo"):
-        raise UserError(f"rgb_as_latents renders latents with albedo shading only (force_shading is "
-                        f"'{cfg.force_shading}')")
+        raise UserError(
+            f"rgb_as_latents renders latents with albedo shading only (force_shading is '{cfg.force_shading}')"
+        )
     if cfg.background.type != "mlp":
-        raise UserError(f"rgb_as_latents needs background.type=mlp (it learns latents); '{cfg.background.type}' "
-                        "is an RGB colour")
+        raise UserError(
+            f"rgb_as_latents needs background.type=mlp (it learns latents); '{cfg.background.type}' is an RGB colour"
+        )
 
 
 def check_stages(stage_cfgs: list[Any]) -> None:
     """Across stages, and the prior (its model_index.json only): UserError before anything is written."""
     if len({s.rgb_as_latents for s in stage_cfgs}) > 1:
-        raise UserError("rgb_as_latents must be the same in every stage (a stage cannot start from a NeRF "
-                        "of the other kind)")
+        raise UserError(
+            "rgb_as_latents must be the same in every stage (a stage cannot start from a NeRF of the other kind)"
+        )
     for s in stage_cfgs:
         if s.rgb_as_latents and not model_info(s.model).has_vae:
             raise UserError(f"model '{s.model}' has no VAE: rgb_as_latents needs a latent diffusion prior")
@@ -79,15 +84,22 @@ def decode_views(prior: Prior, views: dict, chunk: int = 8) -> dict:
     """views with rgb = rendered latents [N,h,w,C] -> rgb [N,H,W,3] decoded by the prior's VAE;
     the latents are kept under `latents`, normal [N,h,w,3] is resized to H x W (nearest)."""
     latents = views["rgb"]
-    decoded = [prior.decode_latents(latents[i:i + chunk].permute(0, 3, 1, 2).to(prior.device)).float().cpu()
-               for i in range(0, len(latents), chunk)]
+    decoded = [
+        prior.decode_latents(latents[i : i + chunk].permute(0, 3, 1, 2).to(prior.device)).float().cpu()
+        for i in range(0, len(latents), chunk)
+    ]
     rgb = torch.cat(decoded).permute(0, 2, 3, 1)
     normal = F.interpolate(views["normal"].permute(0, 3, 1, 2), size=rgb.shape[1:3], mode="nearest")
     return {**views, "latents": latents, "rgb": rgb, "normal": normal.permute(0, 2, 3, 1)}
 
 
-def fit_cameras(elevation_offsets=FIT_ELEVATIONS, n_azimuths: int = FIT_AZIMUTHS, distance: float = 2.3,
-                fovy: float = 50.0, size: int = 128) -> Cameras:
+def fit_cameras(
+    elevation_offsets=FIT_ELEVATIONS,
+    n_azimuths: int = FIT_AZIMUTHS,
+    distance: float = 2.3,
+    fovy: float = 50.0,
+    size: int = 128,
+) -> Cameras:
     """Views around the object for the latent -> RGB fit."""
     el = torch.tensor(elevation_offsets, dtype=torch.float32).repeat_interleave(n_azimuths)
     az = torch.arange(n_azimuths, dtype=torch.float32).repeat(len(elevation_offsets)) * (360.0 / n_azimuths)

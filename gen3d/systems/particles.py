@@ -3,6 +3,7 @@
 `ParticleMixin` goes on the Lightning system; it expects `self.scenes` (an nn.ModuleDict by global
 particle index "0", "1", ...) and `self.cfg.particles`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -20,8 +21,10 @@ def particles_of_rank(particles: int, rank: int, world: int) -> list[int]:
     if particles == 1 or world == 1:
         return list(range(particles))
     if particles % world:
-        raise UserError(f"--particles {particles} does not divide over {world} processes: use a multiple of {world} "
-                        "(or 1 particle, trained data-parallel by all processes)")
+        raise UserError(
+            f"--particles {particles} does not divide over {world} processes: use a multiple of {world} "
+            "(or 1 particle, trained data-parallel by all processes)"
+        )
     return list(range(rank, particles, world))
 
 
@@ -50,8 +53,9 @@ class ParticleMixin:
         (when particles are spread over ranks; one particle is trained data-parallel by all ranks)."""
         if self.cfg.particles == 1:
             return []
-        return [f"scenes.{n}" for n, _ in self.scenes.named_parameters()] + \
-               [f"scenes.{n}" for n, _ in self.scenes.named_buffers()]
+        return [f"scenes.{n}" for n, _ in self.scenes.named_parameters()] + [
+            f"scenes.{n}" for n, _ in self.scenes.named_buffers()
+        ]
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Every rank calls this: gather all particles (and each rank's optimizer state) into the
@@ -72,8 +76,11 @@ class ParticleMixin:
         """Keep this rank's particles of a checkpoint that holds all of them; its own optimizer state
         when the number of ranks is unchanged, else fresh Adam moments (logged)."""
         local = {f"scenes.{k}." for k in self.scenes}
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items()
-                                    if not k.startswith("scenes.") or any(k.startswith(p) for p in local)}
+        checkpoint["state_dict"] = {
+            k: v
+            for k, v in checkpoint["state_dict"].items()
+            if not k.startswith("scenes.") or any(k.startswith(p) for p in local)
+        }
         per_rank = checkpoint.pop("gen3d_rank_optimizer_states", None)
         trainer, world = self._trainer, self._trainer.world_size if self._trainer is not None else 1
         if trainer is None or "optimizer_states" not in checkpoint:
@@ -81,6 +88,9 @@ class ParticleMixin:
         if per_rank is not None and len(per_rank) == world:
             checkpoint["optimizer_states"] = per_rank[trainer.global_rank]
         elif per_rank is not None or (world > 1 and self.cfg.particles > 1):
-            log.warning("resuming %d particles on %d process(es) from a run with another layout: optimizer "
-                        "moments restart", self.cfg.particles, world)
+            log.warning(
+                "resuming %d particles on %d process(es) from a run with another layout: optimizer moments restart",
+                self.cfg.particles,
+                world,
+            )
             checkpoint["optimizer_states"] = [self.configure_optimizers().state_dict()]

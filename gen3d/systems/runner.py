@@ -5,6 +5,7 @@ Layout: single-stage methods keep `ckpts/` and `previews/` flat; multi-stage met
 `ckpts/<stage>/` and `previews/<stage>/`. A stage whose last checkpoint reached its max_steps is
 complete and is loaded, not retrained, when a run is resumed.
 """
+
 from __future__ import annotations
 
 import logging
@@ -33,8 +34,13 @@ class PreviewAndLog(Callback):
     """Rank 0 only: a preview grid every `preview_every` steps and a log line every `log_every`."""
 
     def __init__(self, preview_dir: Path, preview_every: int, log_every: int, size: int, stage: str):
-        self.dir, self.preview_every, self.log_every, self.size, self.stage = \
-            preview_dir, preview_every, log_every, size, stage
+        self.dir, self.preview_every, self.log_every, self.size, self.stage = (
+            preview_dir,
+            preview_every,
+            log_every,
+            size,
+            stage,
+        )
 
     def on_train_batch_end(self, trainer, system, outputs, batch, batch_idx):
         if not trainer.is_global_zero:
@@ -51,14 +57,28 @@ class PreviewAndLog(Callback):
 
 def make_trainer(cfg: Text3DConfig, ckpt_dir: Path, preview_dir: Path, stage: str) -> L.Trainer:
     t = cfg.trainer
-    ckpt = ModelCheckpoint(dirpath=ckpt_dir, filename="step-{step:06d}", every_n_train_steps=t.checkpoint_every,
-                           save_top_k=-1, save_last=True, auto_insert_metric_name=False)
+    ckpt = ModelCheckpoint(
+        dirpath=ckpt_dir,
+        filename="step-{step:06d}",
+        every_n_train_steps=t.checkpoint_every,
+        save_top_k=-1,
+        save_last=True,
+        auto_insert_metric_name=False,
+    )
     preview = PreviewAndLog(preview_dir, t.preview_every, t.log_every, cfg.turntable.resolution, stage)
     return L.Trainer(
-        max_steps=t.max_steps, max_epochs=-1, accelerator=resolve_accelerator(cfg), **parallel_trainer_kwargs(t.devices),
-        precision=t.precision, callbacks=[ckpt, preview, TQDMProgressBar(refresh_rate=10)],
-        logger=False, default_root_dir=str(ckpt_dir.parent), num_sanity_val_steps=0, limit_val_batches=0,
-        enable_model_summary=False, log_every_n_steps=t.log_every,
+        max_steps=t.max_steps,
+        max_epochs=-1,
+        accelerator=resolve_accelerator(cfg),
+        **parallel_trainer_kwargs(t.devices),
+        precision=t.precision,
+        callbacks=[ckpt, preview, TQDMProgressBar(refresh_rate=10)],
+        logger=False,
+        default_root_dir=str(ckpt_dir.parent),
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        enable_model_summary=False,
+        log_every_n_steps=t.log_every,
     )
 
 
@@ -85,13 +105,21 @@ def finalize(system: Text3DSystem, run_dir: Path) -> dict:
         views = system.render_views(system.turntable_cameras(), particle=i, shading=cfg.turntable.shading)
         write_video(run_dir / "video" / f"turntable{suffix}.mp4", views["rgb"], fps=cfg.turntable.fps)
         with torch.no_grad():
-            results[f"export{suffix}"] = system.export_particle(i, run_dir / "export" / (f"particle-{i}" if n > 1 else ""))
+            results[f"export{suffix}"] = system.export_particle(
+                i, run_dir / "export" / (f"particle-{i}" if n > 1 else "")
+            )
         log.info("exported particle %d: %s", i, results[f"export{suffix}"])
     return results
 
 
-def run_text3d(cfg: Text3DConfig, run_dir: Path, resume: Path | None = None, export_only: bool = False,
-               stage: str | None = None, from_run: Path | None = None) -> dict:
+def run_text3d(
+    cfg: Text3DConfig,
+    run_dir: Path,
+    resume: Path | None = None,
+    export_only: bool = False,
+    stage: str | None = None,
+    from_run: Path | None = None,
+) -> dict:
     stages, first, prev_ckpt = start_point(cfg, run_dir, stage, from_run)
     multi = bool(cfg.stages)
     rank = global_rank()
@@ -121,13 +149,15 @@ def run_text3d(cfg: Text3DConfig, run_dir: Path, resume: Path | None = None, exp
             log.info("stage %s: %s for %d steps", name, "resuming" if have else "training", scfg.trainer.max_steps)
             trainer = make_trainer(scfg, ckpt_dir, preview_dir, name)
             world = trainer.world_size
-            data = RandomCameraDataset(scfg.camera, seed=scfg.seed,
-                                       length=max(scfg.trainer.max_steps, 1) * scfg.trainer.batch_size * world)
+            data = RandomCameraDataset(
+                scfg.camera, seed=scfg.seed, length=max(scfg.trainer.max_steps, 1) * scfg.trainer.batch_size * world
+            )
             loader = torch.utils.data.DataLoader(data, batch_size=scfg.trainer.batch_size, num_workers=0)
             t0 = time.perf_counter()
             trainer.fit(system, loader, ckpt_path=str(last) if have else None)
-            log.info("stage %s: trained %d steps in %.2f s", name, trainer.global_step - done_steps,
-                     time.perf_counter() - t0)
+            log.info(
+                "stage %s: trained %d steps in %.2f s", name, trainer.global_step - done_steps, time.perf_counter() - t0
+            )
         prior, state = system.prior or prior, system.guidance_state()
         prev, final_ckpt = system, ckpt_dir / "last.ckpt"
     result = {"run_dir": str(run_dir), "first_loss": system.first_loss, "last_loss": system.last_loss}

@@ -1,4 +1,5 @@
 """Multi-stage methods: each stage is the base config with its own overrides (typed and checked)."""
+
 from __future__ import annotations
 
 from omegaconf import OmegaConf

@@ -10,6 +10,7 @@ The frozen prior is a plain attribute, never a submodule: it stays out of checkp
 and DDP. The guidance's own trained modules (VSD's LoRA) are submodules under the names the
 guidance gives them (trained and checkpointed); what it hands the next stage is `guidance_state()`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -57,8 +58,9 @@ class Text3DSystem(ParticleMixin, L.LightningModule):
         channels = self.space.channels(cfg, prior)  # None: RGB
         self.background = make_background(cfg.background, channels)
         # particles by global index ("0", "1", ...); under DDP each rank keeps only its own (setup)
-        self.scenes = nn.ModuleDict({str(i): self.representation.build(cfg, self.background, channels)
-                                     for i in range(cfg.particles)})
+        self.scenes = nn.ModuleDict(
+            {str(i): self.representation.build(cfg, self.background, channels) for i in range(cfg.particles)}
+        )
         self._prior = prior  # plain attributes: not registered, not checkpointed
         self._prompts = self._guidance = None
         self._guidance_state = dict(guidance_state or {})
@@ -170,7 +172,7 @@ class Text3DSystem(ParticleMixin, L.LightningModule):
         self.eval()  # deterministic: no sample jitter, no random background
         rgbs, normals, opacities = [], [], []
         for i in range(0, len(cams), chunk):
-            out = scene(cams[i:i + chunk].to(self.device), shading=shading, with_normal=True)
+            out = scene(cams[i : i + chunk].to(self.device), shading=shading, with_normal=True)
             rgbs.append(out["comp_rgb"].float().cpu())
             opacities.append(out["opacity"].float().cpu())
             normals.append((out["comp_normal"].float().cpu() * 0.5 + 0.5) * opacities[-1])
@@ -181,8 +183,9 @@ class Text3DSystem(ParticleMixin, L.LightningModule):
     def preview_cameras(self, size: int) -> Cameras:
         az = torch.tensor([0.0, 90.0, 180.0, -90.0])
         c = self.cfg.turntable
-        return make_cameras(torch.full((4,), c.elevation), az, torch.full((4,), c.distance),
-                            torch.full((4,), c.fovy), size, size)
+        return make_cameras(
+            torch.full((4,), c.elevation), az, torch.full((4,), c.distance), torch.full((4,), c.fovy), size, size
+        )
 
     def turntable_cameras(self) -> Cameras:
         c = self.cfg.turntable

@@ -1,4 +1,5 @@
 """Checks of a text-to-3D run done before anything is written, and where a run starts (--stage/--from)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,7 +24,7 @@ from gen3d.utils.schedule import check_schedule
 def check_config(cfg: Text3DConfig) -> None:
     """One stage's cross-field checks that types alone cannot express (UserError on failure)."""
     if not cfg.prompt or not cfg.prompt.strip():
-        raise UserError("the prompt is empty: pass --prompt \"a red cube\"")
+        raise UserError('the prompt is empty: pass --prompt "a red cube"')
     if cfg.trainer.max_steps < 0:
         raise UserError("trainer.max_steps must be >= 0")
     if cfg.particles < 1:
@@ -40,8 +41,10 @@ def check_stages(stages: list[tuple[str, Text3DConfig]]) -> None:
     name, first = stages[0]
     if not representation(first.representation).can_start:
         starters = ", ".join(REPRESENTATIONS.where(lambda r: r.can_start))
-        raise UserError(f"the first stage ('{name}') cannot use representation '{first.representation}': it starts "
-                        f"from a previous stage's particles (a method starts with one of: {starters})")
+        raise UserError(
+            f"the first stage ('{name}') cannot use representation '{first.representation}': it starts "
+            f"from a previous stage's particles (a method starts with one of: {starters})"
+        )
     latent_mode.check_stages([stage_cfg for _, stage_cfg in stages])  # rgb_as_latents: VAE etc.
 
 
@@ -59,8 +62,9 @@ def _check_from_run(from_run: Path, cfg: Text3DConfig, stages, first: int) -> Pa
     return ckpt
 
 
-def start_point(cfg: Text3DConfig, run_dir: Path | None, stage: str | None = None,
-                from_run: Path | None = None) -> tuple[list, int, Path | None]:
+def start_point(
+    cfg: Text3DConfig, run_dir: Path | None, stage: str | None = None, from_run: Path | None = None
+) -> tuple[list, int, Path | None]:
     """(the stages' configs, index of the first stage to run, checkpoint of the stage before it or
     None); UserError when a stage's config or --stage / --from do not fit."""
     stages = stage_configs(cfg)
@@ -77,13 +81,15 @@ def start_point(cfg: Text3DConfig, run_dir: Path | None, stage: str | None = Non
     prev = stages[first - 1][0]
     prev_ckpt = run_dir / "ckpts" / prev / "last.ckpt" if run_dir is not None else None
     if prev_ckpt is None or not prev_ckpt.is_file():
-        raise UserError(f"--stage {stage}: needs the checkpoint of stage '{prev}': pass --from RUN_DIR "
-                        "(or --resume RUN_DIR)")
+        raise UserError(
+            f"--stage {stage}: needs the checkpoint of stage '{prev}': pass --from RUN_DIR (or --resume RUN_DIR)"
+        )
     return stages, first, prev_ckpt
 
 
-def validate(cfg: Text3DConfig, run_dir: Path | None = None, stage: str | None = None,
-             from_run: Path | None = None) -> None:
+def validate(
+    cfg: Text3DConfig, run_dir: Path | None = None, stage: str | None = None, from_run: Path | None = None
+) -> None:
     """Checks done before anything is written: every stage's config, --stage/--from, the processes,
     the model and the prompt."""
     start_point(cfg, run_dir, stage, from_run)

@@ -7,6 +7,7 @@ a user can act on (once each), and no library banners.
 normal: gen3d INFO lines, progress bars, warnings. quiet: warnings and errors only, no progress bars.
 verbose: also the libraries' INFO lines (Lightning's device banner, ...) and DEBUG lines of gen3d.
 """
+
 from __future__ import annotations
 
 import logging
@@ -15,13 +16,25 @@ import sys
 import warnings
 
 LEVELS = {"quiet": logging.WARNING, "normal": logging.INFO, "verbose": logging.DEBUG}
-LIBRARIES = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "diffusers",
-             "transformers", "huggingface_hub", "peft", "torch.distributed", "trimesh", "PIL", "matplotlib")
+LIBRARIES = (
+    "lightning",
+    "lightning.pytorch",
+    "lightning.fabric",
+    "pytorch_lightning",
+    "diffusers",
+    "transformers",
+    "huggingface_hub",
+    "peft",
+    "torch.distributed",
+    "trimesh",
+    "PIL",
+    "matplotlib",
+)
 # library warnings nobody running gen3d can act on (their causes are internal, or intended)
 IGNORED_WARNINGS = (
-    r".*LeafSpec.*is deprecated",                       # lightning's own use of torch's pytree API
+    r".*LeafSpec.*is deprecated",  # lightning's own use of torch's pytree API
     r".*module\(s\) in eval mode at the start of training",  # frozen prior modules are eval on purpose
-    r".*does not have many workers",                    # cameras are generated, not loaded
+    r".*does not have many workers",  # cameras are generated, not loaded
     r".*`tensorboardX` has been removed as a dependency",
     r".*Checkpoint directory .* exists and is not empty",  # resumed runs write into their ckpts/
     r".*predicts with \w+ weights.*",
@@ -75,9 +88,13 @@ def setup_console(level: str = "normal") -> None:
     if level not in LEVELS:
         raise ValueError(f"unknown console level {level!r}")
     _state["verbosity"] = level
-    for var, value in (("HF_HUB_DISABLE_PROGRESS_BARS", "1"), ("TRANSFORMERS_VERBOSITY", "error"),
-                       ("DIFFUSERS_VERBOSITY", "error"), ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1"),
-                       ("TOKENIZERS_PARALLELISM", "false")):
+    for var, value in (
+        ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
+        ("TRANSFORMERS_VERBOSITY", "error"),
+        ("DIFFUSERS_VERBOSITY", "error"),
+        ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1"),
+        ("TOKENIZERS_PARALLELISM", "false"),
+    ):
         if level != "verbose":
             os.environ.setdefault(var, value)
     root = logging.getLogger()

@@ -3,6 +3,7 @@
 A config asks for a device with its `device` key (auto | cpu | cuda; `gpu` is read as cuda), which
 is also the Lightning accelerator. Every function takes such a config or the requested name itself.
 """
+
 from __future__ import annotations
 
 from typing import Any

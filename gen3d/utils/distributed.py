@@ -3,6 +3,7 @@
 Lightning's launchers re-run `launch.py` for every extra local process; those children must reuse
 the run directory that rank 0 created, which rank 0 passes on in GEN3D_RUN_DIR.
 """
+
 from __future__ import annotations
 
 import os
@@ -81,7 +82,9 @@ def device_overrides(gpus: str | None, devices: int | None, device: str | None) 
     out: dict = {}
     if gpus is not None:
         if not torch.cuda.is_available():
-            raise UserError("--gpus needs CUDA, and this machine has none (for CPU processes use --device cpu --devices N)")
+            raise UserError(
+                "--gpus needs CUDA, and this machine has none (for CPU processes use --device cpu --devices N)"
+            )
         available = torch.cuda.device_count()
         try:
             ids = [int(x) for x in gpus.split(",") if x.strip()] if "," in gpus else None
@@ -113,8 +116,10 @@ def log_parameter_sync(module, local: Sequence[str] = (), particles: Sequence[in
     if trainer.world_size < 2:
         return
     skip = set(local)
-    flat = torch.cat([p.detach().float().reshape(-1) for n, p in module.named_parameters()
-                      if p.requires_grad and n not in skip] or [torch.zeros(1, device=module.device)])
+    flat = torch.cat(
+        [p.detach().float().reshape(-1) for n, p in module.named_parameters() if p.requires_grad and n not in skip]
+        or [torch.zeros(1, device=module.device)]
+    )
     checksum = torch.stack([flat.sum(), (flat * (torch.arange(flat.numel(), device=flat.device) % 7)).sum()])
     every = trainer.strategy.all_gather(checksum)
     same = bool(torch.equal(every, every[0:1].expand_as(every)))

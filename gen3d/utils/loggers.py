@@ -6,6 +6,7 @@ Files go under the run directory: `logs/tensorboard/<stage>/version_N/events.*`,
 methods and video fine-tuning); wandb runs are named after the run directory and stage, offline
 unless WANDB_MODE says otherwise. Preview images go to every logger that takes images.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -32,8 +33,9 @@ def _csv(run_dir: Path, stage: str):
 def _wandb(run_dir: Path, stage: str):
     from lightning.pytorch.loggers import WandbLogger
 
-    return WandbLogger(save_dir=str(run_dir / "logs"), name=f"{run_dir.name}/{stage}", project="gen3d",
-                       group=run_dir.name)
+    return WandbLogger(
+        save_dir=str(run_dir / "logs"), name=f"{run_dir.name}/{stage}", project="gen3d", group=run_dir.name
+    )
 
 
 def _tensorboard_image(logger, tag: str, image: np.ndarray, step: int) -> None:
@@ -52,9 +54,13 @@ class LoggerKind:
     hint: str = ""
 
 
-KINDS = {"tensorboard": LoggerKind(_tensorboard, _tensorboard_image, "tensorboard", "pip install tensorboard, or logger=csv"),
-         "csv": LoggerKind(_csv),
-         "wandb": LoggerKind(_wandb, _wandb_image, "wandb", "pip install wandb")}
+KINDS = {
+    "tensorboard": LoggerKind(
+        _tensorboard, _tensorboard_image, "tensorboard", "pip install tensorboard, or logger=csv"
+    ),
+    "csv": LoggerKind(_csv),
+    "wandb": LoggerKind(_wandb, _wandb_image, "wandb", "pip install wandb"),
+}
 
 
 def logger_names(setting: str) -> list[str]:
@@ -64,8 +70,9 @@ def logger_names(setting: str) -> list[str]:
         return []
     unknown = [n for n in names if n not in KINDS]
     if unknown:
-        raise UserError(f"logger: unknown logger '{unknown[0]}' (use a comma-separated list of "
-                        f"{', '.join(KINDS)}, or none)")
+        raise UserError(
+            f"logger: unknown logger '{unknown[0]}' (use a comma-separated list of {', '.join(KINDS)}, or none)"
+        )
     return names
 
 

@@ -1,4 +1,5 @@
 """Images and videos written atomically (previews, turntables, edited videos)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -37,8 +38,9 @@ def write_video(path: Path, frames, fps: float = 30.0) -> Path:
             imageio.mimsave(tmp, list(arr), format="GIF", duration=1000.0 / fps, loop=0)
         else:
             # macro_block_size=1 keeps small frames (e.g. 64x64) at their size
-            with imageio.get_writer(tmp, format="FFMPEG", fps=fps, codec="libx264", quality=8,
-                                    macro_block_size=1, pixelformat="yuv420p") as writer:
+            with imageio.get_writer(
+                tmp, format="FFMPEG", fps=fps, codec="libx264", quality=8, macro_block_size=1, pixelformat="yuv420p"
+            ) as writer:
                 for frame in arr:
                     writer.append_data(frame)  # type: ignore[attr-defined]  # imageio FFMPEG writer
     return path

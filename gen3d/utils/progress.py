@@ -1,5 +1,6 @@
 """One progress bar per stage (steps, ETA, loss and t) and the stage's time, recorded in the run's
 stages.json (read by the report and the end-of-run summary). Rank 0 only."""
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,15 @@ class StageProgress(Callback):
             from tqdm.auto import tqdm
 
             tty = sys.stderr.isatty()
-            self.bar = tqdm(total=trainer.max_steps, initial=trainer.global_step, desc=self.stage or "train",
-                            unit="step", dynamic_ncols=True, mininterval=0.5 if tty else 5.0, file=sys.stderr)
+            self.bar = tqdm(
+                total=trainer.max_steps,
+                initial=trainer.global_step,
+                desc=self.stage or "train",
+                unit="step",
+                dynamic_ncols=True,
+                mininterval=0.5 if tty else 5.0,
+                file=sys.stderr,
+            )
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         if self.bar is None:
@@ -53,5 +61,6 @@ class StageProgress(Callback):
             self.bar.close()
             self.bar = None
         if trainer.is_global_zero and self.run_dir is not None:
-            record_stage_time(self.run_dir, self.stage or "main", trainer.global_step - self.start,
-                              time.perf_counter() - self.t0)
+            record_stage_time(
+                self.run_dir, self.stage or "main", trainer.global_step - self.start, time.perf_counter() - self.t0
+            )

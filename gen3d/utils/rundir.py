@@ -1,4 +1,5 @@
 """Run directories: outputs/<method>/<prompt-slug>[-N]/, never reusing one that exists."""
+
 from __future__ import annotations
 
 import os

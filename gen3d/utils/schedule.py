@@ -8,6 +8,7 @@ A step schedule (threestudio's ``resolution_milestones``) is ``{milestones: [m1,
 ``v0`` before step ``m1``, ``v1`` from ``m1`` on, and so on; milestones strictly increasing, one value more
 than milestones. Values may be of any type (ints for resolutions and batch sizes stay ints).
 """
+
 from __future__ import annotations
 
 import bisect
@@ -31,8 +32,10 @@ def check_step_schedule(spec: Any, key: str) -> None:
     if any(b <= a for a, b in zip(ms[:-1], ms[1:])):
         raise UserError(f"config key '{key}': milestones must be strictly increasing, got {list(ms)}")
     if len(vals) != len(ms) + 1:
-        raise UserError(f"config key '{key}': {len(ms)} milestones need {len(ms) + 1} values "
-                        f"(one before the first milestone), got {len(vals)}")
+        raise UserError(
+            f"config key '{key}': {len(ms)} milestones need {len(ms) + 1} values "
+            f"(one before the first milestone), got {len(vals)}"
+        )
 
 
 def check_schedule(spec: Any, key: str = "schedule") -> None:

@@ -10,6 +10,7 @@ keep busy, measured over a short window from /proc/stat (or os.getloadavg where 
 /proc), split between the processes of this run on the machine; at least 1. When the machine is
 oversubscribed (no free core), a warning names the override.
 """
+
 from __future__ import annotations
 
 import logging
@@ -72,8 +73,13 @@ def apply_thread_policy(num_threads: int = 0, processes: int = 1) -> int:
     else:
         threads, oversubscribed = auto_threads(processes)
         if oversubscribed:
-            log.warning("warning: the CPU is busy with other work (%d usable cores); using %d thread%s per "
-                        "process; set num_threads=N to override", usable_cores(), threads, "s" * (threads > 1))
+            log.warning(
+                "warning: the CPU is busy with other work (%d usable cores); using %d thread%s per "
+                "process; set num_threads=N to override",
+                usable_cores(),
+                threads,
+                "s" * (threads > 1),
+            )
     torch.set_num_threads(threads)
     log.debug("torch intra-op threads: %d", threads)
     return threads
