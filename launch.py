@@ -5,20 +5,24 @@ python launch.py --config dreamfusion.yaml --prompt "a red cube" --model builtin
 python launch.py --config dreamfusion.yaml --prompt "a red cube" guidance.guidance_scale=50 trainer.max_steps=2000
 python launch.py --resume outputs/dreamfusion/a-red-cube            # continue a run
 python launch.py --resume outputs/dreamfusion/a-red-cube --export-only
+python launch.py report outputs/                                    # gallery of every run (gen3d.report)
+
+Installed (`pip install .`), the `gen3d` command is this file's main().
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
+from pathlib import Path
 
 from gen3d.errors import UserError
+from gen3d.utils.console import setup_console
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="launch.py",
+        prog=Path(sys.argv[0]).name if Path(sys.argv[0]).name == "gen3d" else "launch.py",
         description="Text-to-3D and video editing on pretrained 2D diffusion priors.",
         epilog="Free arguments of the form key=value override any config field, e.g. "
         "guidance.guidance_scale=50 trainer.max_steps=2000 camera.height=128.",
@@ -53,6 +57,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--from", dest="from_run", metavar="RUN_DIR", help="take the previous stage's checkpoint from another run"
     )
     p.add_argument("--particles", type=int, help="VSD: number of 3D models optimised together (each exported)")
+    talk = p.add_mutually_exclusive_group()
+    talk.add_argument("--quiet", action="store_true", help="print warnings and errors only (no progress bars)")
+    talk.add_argument("--verbose", action="store_true", help="also print library messages and every step's losses")
     g = p.add_argument_group("video editing (tuneavideo.yaml, controlvideo.yaml)")
     g.add_argument("--video", help="input video: .mp4, .gif or a folder of frames")
     g.add_argument(
@@ -73,9 +80,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # keep banners out of the log
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["report"]:  # `gen3d report outputs/`: the gallery / a run's report
+        from gen3d.report.__main__ import main as report
+
+        return report(argv[1:])
+    args = parse_args(argv)
+    setup_console("quiet" if args.quiet else "verbose" if args.verbose else "normal")
     try:
         from gen3d.cli import run_from_args
 

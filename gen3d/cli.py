@@ -13,7 +13,9 @@ from gen3d.config import build_config, read_yaml, resolve_config_path
 from gen3d.errors import UserError
 from gen3d.methods import METHOD_ALIASES, SYSTEMS, system_of
 from gen3d.utils.distributed import device_overrides, global_rank, inherited_run_dir, share_run_dir
+from gen3d.utils.loggers import check_loggers
 from gen3d.utils.rundir import check_writable, new_run_dir, slugify
+from gen3d.utils.threads import apply_thread_policy, processes_per_node
 
 # command-line flag -> config key (applied only when the config has that key)
 FLAG_KEYS = {
@@ -143,6 +145,9 @@ def run_from_args(args: argparse.Namespace) -> dict:
         _call(_load(validate_ref), cfg, run_dir=run_dir, **options)
     if args.export_only and run_dir is None:
         raise UserError("--export-only needs --resume PATH (a run directory or a checkpoint)")
+    check_loggers(getattr(cfg, "logger", None))
+    if hasattr(cfg, "num_threads"):  # CPU threads of 3D and video runs (the builtin trainers set their own)
+        apply_thread_policy(cfg.num_threads, processes_per_node(cfg))
     method_root = Path(getattr(cfg, "output", "outputs")) / getattr(cfg, "name", system)
     run_dir = run_dir or inherited_run_dir(method_root)
     if run_dir is None:
@@ -152,4 +157,9 @@ def run_from_args(args: argparse.Namespace) -> dict:
     if global_rank() == 0:
         _add_log_file(run_dir)
         logging.getLogger("gen3d").info("run directory: %s", run_dir)
-    return _call(_load(run_ref), cfg, run_dir, resume, args.export_only, **options)
+    result = _call(_load(run_ref), cfg, run_dir, resume, args.export_only, **options)
+    if global_rank() == 0:
+        from gen3d.report.summary import finish_run
+
+        finish_run(run_dir)  # report.html and the few lines saying where everything is
+    return result

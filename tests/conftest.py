@@ -6,6 +6,8 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # one thread: deterministic, and immune to OpenMP slow-downs when other processes share the cores
+# (OMP_NUM_THREADS also keeps runs started by the tests at one thread: gen3d.utils.threads reads it)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(1)
 
 

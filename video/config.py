@@ -19,7 +19,6 @@ class VideoTrainerConfig:
     gradient_checkpointing: bool = False
     checkpoint_every: int = 100
     log_every: int = 25
-    num_threads: int = 0  # torch CPU threads (0: leave torch's default)
 
 
 @dataclass
@@ -76,7 +75,7 @@ class VideoEditConfig:
     """Everything a video-editing run needs; configs/tuneavideo.yaml and controlvideo.yaml fill it in."""
 
     # keys that moved: naming the old one is an error naming the new one (gen3d.config)
-    MOVED_KEYS = {"trainer.accelerator": "device"}
+    MOVED_KEYS = {"trainer.accelerator": "device", "trainer.num_threads": "num_threads"}
 
     system: str = "video"  # the video-editing system (tuneavideo | controlvideo: older names of it)
     name: str = "tuneavideo"  # run directory: outputs/<name>/<prompt-slug>
@@ -98,6 +97,9 @@ class VideoEditConfig:
     seed: int = 33
     output: str = "outputs"
     device: str = "auto"  # auto | cpu | cuda (also the Lightning accelerator)
+    num_threads: int = 0  # torch CPU threads: 0 = auto, from the free cores (gen3d/utils/threads.py)
+    # experiment logs of the fine-tuning under the run directory: tensorboard, csv, wandb, or none
+    logger: Any = field(default_factory=lambda: ["tensorboard", "csv"])
     cache_dir: str = ".cache/text_embeddings"
     trainer: VideoTrainerConfig = field(default_factory=VideoTrainerConfig)
     inflation: InflationConfig = field(default_factory=InflationConfig)

@@ -155,8 +155,6 @@ def run_video(cfg: VideoEditConfig, run_dir: Path, resume: Path | None = None, e
     import lightning as L
 
     run_dir = Path(run_dir)
-    if cfg.trainer.num_threads > 0:
-        torch.set_num_threads(cfg.trainer.num_threads)
     rank = global_rank()
     last = run_dir / "ckpts" / "last.ckpt"
     resume = resume or (last if last.is_file() else None)  # --resume RUN_DIR continues its fine-tuning

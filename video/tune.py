@@ -19,9 +19,11 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from gen3d.diffusion.noise import add_noise, training_target
 from gen3d.utils.distributed import exclude_from_ddp, log_parameter_sync, parallel_trainer_kwargs
+from gen3d.utils.loggers import ExperimentLogs
+from gen3d.utils.progress import stage_callbacks
 from video.config import VideoEditConfig
 
-log = logging.getLogger("gen3d")
+log = logging.getLogger("gen3d.steps")  # log.txt; the console only with --verbose (the bar shows the loss)
 
 
 class VideoTuner(L.LightningModule):
@@ -124,13 +126,12 @@ def make_trainer(cfg: VideoEditConfig, run_dir: Path, accelerator: str) -> L.Tra
         accelerator=accelerator,
         **parallel_trainer_kwargs(t.devices),
         precision=t.precision,
-        callbacks=[ckpt, StepLog(t.log_every)],
-        logger=False,
+        callbacks=[ckpt, StepLog(t.log_every), *stage_callbacks("fine-tune", run_dir)],
+        logger=ExperimentLogs(cfg.logger, run_dir, "main").trainer_logger(),
         default_root_dir=str(run_dir),
         num_sanity_val_steps=0,
         limit_val_batches=0,
         enable_model_summary=False,
-        enable_progress_bar=False,
         log_every_n_steps=t.log_every,
     )
 

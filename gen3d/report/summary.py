@@ -48,3 +48,14 @@ def summary_text(run_dir: Path, report: Path | None = None) -> str:
             f"  report     {_short(report)}  (all runs: python -m gen3d.report {_short(info.run_dir.parent.parent)})"
         )
     return "\n".join(lines)
+
+
+def finish_run(run_dir: Path) -> Path | None:
+    """End of a run (rank 0): rewrite report.html, then print the summary (not with --quiet)."""
+    from gen3d.report import update_report
+    from gen3d.utils.console import verbosity
+
+    report = update_report(run_dir)
+    if verbosity() != "quiet":
+        print(summary_text(Path(run_dir), report), flush=True)
+    return report

@@ -90,6 +90,9 @@ class Text3DConfig:
     seed: int = 0
     output: str = "outputs"
     device: str = "auto"  # auto | cpu | cuda (--device); the Lightning accelerator
+    num_threads: int = 0  # torch CPU threads: 0 = auto, from the free cores (gen3d/utils/threads.py)
+    # experiment logs under the run directory: tensorboard, csv, wandb (a name or a list), or none
+    logger: Any = field(default_factory=lambda: ["tensorboard", "csv"])
     # weights of the frozen prior: auto = float16 on CUDA (as threestudio's half_precision_weights), float32 on CPU
     model_dtype: str = "auto"  # auto | float32 | float16 | bfloat16
     representation: str = "volume"  # gen3d.representations: volume (NeRF) | mesh (from the previous stage)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from gen3d.config import to_yaml
 from gen3d.errors import UserError
@@ -25,15 +25,19 @@ from gen3d.systems.validate import start_point
 from gen3d.utils.atomic import write_text_atomic
 from gen3d.utils.device import resolve_accelerator, run_device
 from gen3d.utils.distributed import global_rank, parallel_trainer_kwargs
+from gen3d.utils.loggers import ExperimentLogs
 from gen3d.utils.media import image_grid, save_image, write_video
+from gen3d.utils.progress import stage_callbacks
 
 log = logging.getLogger("gen3d")
+step_log = logging.getLogger("gen3d.steps")  # log.txt; the console only with --verbose (the bar shows them)
 
 
 class PreviewAndLog(Callback):
-    """Rank 0 only: a preview grid every `preview_every` steps and a log line every `log_every`."""
+    """Rank 0 only: a preview grid every `preview_every` steps (a PNG and an image in the experiment
+    logs) and a log line every `log_every`."""
 
-    def __init__(self, preview_dir: Path, preview_every: int, log_every: int, size: int, stage: str):
+    def __init__(self, preview_dir: Path, preview_every: int, log_every: int, size: int, stage: str, logs=None):
         self.dir, self.preview_every, self.log_every, self.size, self.stage = (
             preview_dir,
             preview_every,
@@ -41,6 +45,7 @@ class PreviewAndLog(Callback):
             size,
             stage,
         )
+        self.logs = logs
 
     def on_train_batch_end(self, trainer, system, outputs, batch, batch_idx):
         if not trainer.is_global_zero:
@@ -48,14 +53,18 @@ class PreviewAndLog(Callback):
         step = trainer.global_step
         if self.log_every and step % self.log_every == 0:
             metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-            log.info("[%s] step %d %s", self.stage, step, " ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
+            step_log.info(
+                "[%s] step %d %s", self.stage, step, " ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
+            )
         if self.preview_every and (step % self.preview_every == 0 or step == trainer.max_steps):
             views = system.render_views(system.preview_cameras(self.size), shading=system.cfg.force_shading or "albedo")
             grid = torch.cat([image_grid(views["rgb"], 4), image_grid(views["normal"], 4)], dim=0)
             save_image(self.dir / f"step-{step:06d}.png", grid)
+            if self.logs is not None:
+                self.logs.log_image(f"preview/{self.stage}", grid, step)
 
 
-def make_trainer(cfg: Text3DConfig, ckpt_dir: Path, preview_dir: Path, stage: str) -> L.Trainer:
+def make_trainer(cfg: Text3DConfig, ckpt_dir: Path, preview_dir: Path, stage: str, run_dir: Path) -> L.Trainer:
     t = cfg.trainer
     ckpt = ModelCheckpoint(
         dirpath=ckpt_dir,
@@ -65,15 +74,16 @@ def make_trainer(cfg: Text3DConfig, ckpt_dir: Path, preview_dir: Path, stage: st
         save_last=True,
         auto_insert_metric_name=False,
     )
-    preview = PreviewAndLog(preview_dir, t.preview_every, t.log_every, cfg.turntable.resolution, stage)
+    logs = ExperimentLogs(cfg.logger, run_dir, stage)
+    preview = PreviewAndLog(preview_dir, t.preview_every, t.log_every, cfg.turntable.resolution, stage, logs)
     return L.Trainer(
         max_steps=t.max_steps,
         max_epochs=-1,
         accelerator=resolve_accelerator(cfg),
         **parallel_trainer_kwargs(t.devices),
         precision=t.precision,
-        callbacks=[ckpt, preview, TQDMProgressBar(refresh_rate=10)],
-        logger=False,
+        callbacks=[ckpt, preview, *stage_callbacks(stage, run_dir)],
+        logger=logs.trainer_logger(),
         default_root_dir=str(ckpt_dir.parent),
         num_sanity_val_steps=0,
         limit_val_batches=0,
@@ -108,7 +118,7 @@ def finalize(system: Text3DSystem, run_dir: Path) -> dict:
             results[f"export{suffix}"] = system.export_particle(
                 i, run_dir / "export" / (f"particle-{i}" if n > 1 else "")
             )
-        log.info("exported particle %d: %s", i, results[f"export{suffix}"])
+        log.debug("exported particle %d: %s", i, results[f"export{suffix}"])
     return results
 
 
@@ -147,7 +157,7 @@ def run_text3d(
             if prev is not None and not have:
                 system.init_from(prev)
             log.info("stage %s: %s for %d steps", name, "resuming" if have else "training", scfg.trainer.max_steps)
-            trainer = make_trainer(scfg, ckpt_dir, preview_dir, name)
+            trainer = make_trainer(scfg, ckpt_dir, preview_dir, name, run_dir)
             world = trainer.world_size
             data = RandomCameraDataset(
                 scfg.camera, seed=scfg.seed, length=max(scfg.trainer.max_steps, 1) * scfg.trainer.batch_size * world

@@ -1,11 +1,15 @@
 """What the terminal shows during a run: gen3d's own lines once each, one progress bar per stage, warnings
 a user can act on (once each), and no library banners.
 
-    setup_console("normal" | "quiet" | "verbose")   # once, first thing in launch.py
-    quiet_libraries()                               # again after Lightning is imported (it adds handlers)
+    setup_console("normal" | "quiet" | "verbose")   # once, first thing in launch.py (--quiet, --verbose)
 
-normal: gen3d INFO lines, progress bars, warnings. quiet: warnings and errors only, no progress bars.
-verbose: also the libraries' INFO lines (Lightning's device banner, ...) and DEBUG lines of gen3d.
+normal: gen3d INFO lines, progress bars (stderr), warnings, the end-of-run summary. quiet: warnings and
+errors only. verbose: also the libraries' INFO lines (Lightning's device banner, ...), gen3d's DEBUG
+lines and the per-step loss lines (which always go to the run's log.txt).
+
+Library INFO lines are dropped by a filter on the one console handler, not by logger levels: Lightning
+sets its logger's level when it is imported, which happens after this setup (imports are deferred).
+Importing nothing heavy here keeps the error paths of the command line fast.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import sys
 import warnings
 
 LEVELS = {"quiet": logging.WARNING, "normal": logging.INFO, "verbose": logging.DEBUG}
+STEP_LOGGER = "gen3d.steps"  # per-step loss lines: log.txt always, the console only when verbose
 LIBRARIES = (
     "lightning",
     "lightning.pytorch",
@@ -39,19 +44,26 @@ IGNORED_WARNINGS = (
     r".*Checkpoint directory .* exists and is not empty",  # resumed runs write into their ckpts/
     r".*predicts with \w+ weights.*",
 )
+NEVER_SHOWN = ("litlogger",)  # Lightning's advertisement: not shown even when verbose
 _state = {"verbosity": "normal"}
 
 
-class _Once(logging.Filter):
-    """Drops a record whose message was already shown (warnings repeated per step or per stage)."""
+class _ConsoleFilter(logging.Filter):
+    """Drops library INFO lines (unless verbose), per-step lines (unless verbose), advertisements, and a
+    warning whose message was already shown (warnings repeated per step or per stage)."""
 
     def __init__(self):
         super().__init__()
         self.seen: set = set()
 
     def filter(self, record: logging.LogRecord) -> bool:
+        verbose = _state["verbosity"] == "verbose"
+        if any(word in record.getMessage() for word in NEVER_SHOWN):
+            return False
         if record.levelno < logging.WARNING:
-            return True
+            if record.name == STEP_LOGGER or record.name.startswith(STEP_LOGGER + "."):
+                return verbose
+            return verbose or not record.name.startswith(LIBRARIES)
         key = record.getMessage()
         if key in self.seen:
             return False
@@ -102,13 +114,14 @@ def setup_console(level: str = "normal") -> None:
         root.removeHandler(old)
     handler = _ConsoleHandler(sys.stdout)
     handler.setFormatter(_Formatter())
-    handler.addFilter(_Once())
+    handler.addFilter(_ConsoleFilter())
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if level == "verbose" else logging.INFO)
     handler.setLevel(LEVELS[level])
     logging.getLogger("gen3d").setLevel(LEVELS[level] if level == "verbose" else logging.INFO)
     warnings.showwarning = _show_warning
-    warnings.simplefilter("default")
+    # Python's default filters stay (libraries' DeprecationWarnings hidden); gen3d's own are shown
+    warnings.filterwarnings("default", category=DeprecationWarning, module=r"(gen3d|video)(\.|$)")
     for pattern in IGNORED_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
     quiet_libraries()

@@ -1,10 +1,12 @@
-"""Experiment logs with Lightning's own loggers, chosen by the `logger` setting of every config:
-a comma-separated list of `tensorboard`, `csv`, `wandb`, or `none` (default "tensorboard,csv").
+"""Experiment logs with Lightning's own loggers, chosen by the `logger` setting of every 3D and video
+config: a name or a list of `tensorboard`, `csv`, `wandb` (`logger=wandb`, `logger=[tensorboard,wandb]`,
+also "tensorboard,csv"), or `none`; default [tensorboard, csv].
 
 Files go under the run directory: `logs/tensorboard/<stage>/version_N/events.*`,
 `logs/csv/<stage>/version_N/metrics.csv` (`<stage>` is the stage's name, `main` for single-stage
-methods and video fine-tuning); wandb runs are named after the run directory and stage, offline
-unless WANDB_MODE says otherwise. Preview images go to every logger that takes images.
+methods and video fine-tuning); wandb runs (project gen3d) are named after the run directory and
+stage, online or offline as wandb itself is set up (WANDB_MODE). Preview images go to every logger
+that takes images.
 """
 
 from __future__ import annotations
@@ -12,8 +14,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 from gen3d.errors import UserError
 
@@ -38,11 +38,11 @@ def _wandb(run_dir: Path, stage: str):
     )
 
 
-def _tensorboard_image(logger, tag: str, image: np.ndarray, step: int) -> None:
+def _tensorboard_image(logger, tag: str, image, step: int) -> None:
     logger.experiment.add_image(tag, image, step, dataformats="HWC")
 
 
-def _wandb_image(logger, tag: str, image: np.ndarray, step: int) -> None:
+def _wandb_image(logger, tag: str, image, step: int) -> None:
     logger.log_image(key=tag, images=[image], step=step)
 
 
@@ -63,9 +63,11 @@ KINDS = {
 }
 
 
-def logger_names(setting: str) -> list[str]:
-    """'tensorboard,csv' -> ['tensorboard', 'csv']; UserError naming the known ones otherwise."""
-    names = [n.strip() for n in str(setting or "none").split(",") if n.strip()]
+def logger_names(setting) -> list[str]:
+    """'wandb', ['tensorboard', 'csv'] or 'tensorboard,csv' -> a list of names; UserError naming the
+    known ones for anything else."""
+    items = setting if isinstance(setting, (list, tuple)) else [setting or "none"]
+    names = [n.strip() for item in items for n in str(item).split(",") if n.strip()]
     if names in ([], ["none"]):
         return []
     unknown = [n for n in names if n not in KINDS]
@@ -76,7 +78,7 @@ def logger_names(setting: str) -> list[str]:
     return names
 
 
-def check_loggers(setting: str) -> None:
+def check_loggers(setting) -> None:
     """Before anything is written: the names are known and their packages importable."""
     import importlib.util
 
@@ -89,7 +91,7 @@ def check_loggers(setting: str) -> None:
 class ExperimentLogs:
     """The Lightning loggers of one stage (for `Trainer(logger=...)`) and their image writers."""
 
-    def __init__(self, setting: str, run_dir: Path, stage: str):
+    def __init__(self, setting, run_dir: Path, stage: str):
         check_loggers(setting)
         self.loggers, self._images = [], []
         for name in logger_names(setting):
@@ -106,6 +108,8 @@ class ExperimentLogs:
         """image [H,W,3]: floats in [0,1] or uint8."""
         if not self._images:
             return
+        import numpy as np
+
         from gen3d.utils.media import to_uint8
 
         arr = image if isinstance(image, np.ndarray) and image.dtype == np.uint8 else to_uint8(image)

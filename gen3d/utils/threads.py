@@ -4,11 +4,12 @@ Torch's default (one thread per core) thrashes when other processes share the co
 process on a 2-core machine, two torch threads spend their time waiting for each other at every
 parallel region (an order of magnitude slower), while one thread keeps most of its speed.
 
-`num_threads` (every method's config): 0 = auto (the default), N > 0 = exactly N threads.
-Auto: the cores this process may run on (os.sched_getaffinity), minus the cores other processes
-keep busy, measured over a short window from /proc/stat (or os.getloadavg where there is no
-/proc), split between the processes of this run on the machine; at least 1. When the machine is
-oversubscribed (no free core), a warning names the override.
+`num_threads` (every 3D and video config): 0 = auto (the default), N > 0 = exactly N threads.
+Auto: $OMP_NUM_THREADS when it is set (the user's own choice); otherwise the cores this process
+may run on (os.sched_getaffinity), minus the cores other processes keep busy, measured over a
+quarter of a second from /proc/stat (or os.getloadavg where there is no /proc), split between the
+processes of this run on the machine; at least 1. When the machine is oversubscribed (no free
+core), one warning names the override. The choice is made once, when the run starts.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from __future__ import annotations
 import logging
 import os
 import time
+
+from gen3d.errors import UserError
 
 log = logging.getLogger("gen3d")
 SAMPLE_SECONDS = 0.25
@@ -64,12 +67,34 @@ def auto_threads(processes: int = 1, busy: float | None = None, cores: int | Non
     return threads, oversubscribed
 
 
+def processes_per_node(cfg) -> int:
+    """Processes of this run on this machine: the launcher's LOCAL_WORLD_SIZE, else trainer.devices."""
+    if os.environ.get("LOCAL_WORLD_SIZE"):
+        return max(1, int(os.environ["LOCAL_WORLD_SIZE"]))
+    from gen3d.utils.distributed import devices_per_node
+
+    devices = getattr(getattr(cfg, "trainer", None), "devices", 1)
+    try:
+        return max(1, devices_per_node(devices))
+    except (TypeError, ValueError):  # "auto" and other Lightning spellings
+        return 1
+
+
+def check_num_threads(num_threads) -> None:
+    if not isinstance(num_threads, int) or isinstance(num_threads, bool) or num_threads < 0:
+        raise UserError(f"num_threads must be 0 (auto) or a positive number of CPU threads (got {num_threads!r})")
+
+
 def apply_thread_policy(num_threads: int = 0, processes: int = 1) -> int:
     """Set torch's intra-op threads by the policy above; returns the number set."""
     import torch
 
-    if num_threads and num_threads > 0:
+    check_num_threads(num_threads)
+    omp = os.environ.get("OMP_NUM_THREADS", "")
+    if num_threads > 0:
         threads = num_threads
+    elif omp.isdigit() and int(omp) > 0:
+        threads = int(omp)
     else:
         threads, oversubscribed = auto_threads(processes)
         if oversubscribed:
