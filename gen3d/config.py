@@ -25,9 +25,10 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from gen3d.errors import UserError
+from gen3d.resources import configs_dir
 from gen3d.utils.schedule import check_schedule
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_DIR = configs_dir()  # the checkout's configs/, or the installed copy
 
 
 def resolve_config_path(name: str) -> Path:

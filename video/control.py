@@ -15,11 +15,11 @@ import torch
 import torch.nn as nn
 
 from gen3d.diffusion.control import CONTROLNET_DIR, canny_maps
-from gen3d.diffusion.prior import REPO_ROOT
 from gen3d.errors import UserError
+from gen3d.resources import shipped_path
 
 CONTROL_KINDS = ("canny", "depth")
-BUILTIN_CONTROLNETS = {"canny": REPO_ROOT / CONTROLNET_DIR}
+BUILTIN_CONTROLNETS = {"canny": shipped_path(CONTROLNET_DIR)}
 
 
 def parse_controls(specs: list[str]) -> list[tuple[str, float]]:

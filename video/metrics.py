@@ -16,12 +16,11 @@ from __future__ import annotations
 import itertools
 import logging
 import re
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from gen3d.diffusion.prior import REPO_ROOT
+from gen3d.resources import shipped_path
 
 log = logging.getLogger("gen3d")
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"
@@ -79,7 +78,7 @@ class Judge:
     def __init__(self, clip_model: str | None, classifier: str, prior):
         self.prior, self.clip, self.classifier = prior, None, None
         self.clip = _load_clip(clip_model)
-        path = Path(classifier) if Path(classifier).is_absolute() else REPO_ROOT / classifier
+        path = shipped_path(classifier)
         if (path / "model.safetensors").is_file():
             from gen3d.prior.evaluate import load_classifier
 

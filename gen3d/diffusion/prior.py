@@ -21,9 +21,10 @@ import torch.nn.functional as F
 from gen3d.diffusion import noise
 from gen3d.diffusion.layout import WEIGHTED, check_pipeline_folder, folder_weights, read_index
 from gen3d.errors import UserError
+from gen3d.resources import extern_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-BUILTIN_PRIOR = REPO_ROOT / "extern" / "builtin-prior"
+BUILTIN_PRIOR = extern_dir() / "builtin-prior"  # the checkout's extern/, the installed copy or $GEN3D_EXTERN
 
 
 def resolve_model(name: str) -> Path | str:

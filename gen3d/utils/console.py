@@ -43,6 +43,7 @@ IGNORED_WARNINGS = (
     r".*`tensorboardX` has been removed as a dependency",
     r".*Checkpoint directory .* exists and is not empty",  # resumed runs write into their ckpts/
     r".*predicts with \w+ weights.*",
+    r".*smaller than the logging interval",  # short runs log every trainer.log_every steps anyway
 )
 NEVER_SHOWN = ("litlogger",)  # Lightning's advertisement: not shown even when verbose
 _state = {"verbosity": "normal"}
