@@ -3,7 +3,9 @@ process each time; median of --repeat runs), for DreamFusion (the quickstart) an
 
     python bench/bench_startup.py                       # this checkout
     python bench/bench_startup.py --repo /tmp/gen3d-old # another checkout (e.g. before a change)
-    python bench/bench_startup.py --importtime          # also the slowest imports (python -X importtime)
+    python bench/bench_startup.py --importtime          # also the slowest imports of a run (python -X importtime)
+
+Also prints the size of the report viewer files shipped in gen3d/report/ (three.js subset + viewer).
 
 Timings move with the machine's load: compare checkouts within one invocation (--repo A --repo B).
 """
@@ -56,8 +58,11 @@ def first_step_seconds(repo: Path, args: list[str], out: Path) -> float:
         return float(stamp.read_text()) - t0
 
 
+RUN_MODULES = "launch, gen3d.cli, gen3d.systems.runner, gen3d.diffusion.prior"  # what a 3D run imports
+
+
 def slowest_imports(repo: Path, n: int = 12) -> list[tuple[float, str]]:
-    code = f"import sys; sys.path.insert(0, {str(repo)!r}); import launch, gen3d.cli"
+    code = f"import sys; sys.path.insert(0, {str(repo)!r}); import {RUN_MODULES}"
     err = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True).stderr
     rows = []
     for line in err.splitlines():
@@ -97,9 +102,13 @@ def main() -> None:
                     f"(median of {len(times)}: {' '.join(f'{t:.2f}' for t in times)})"
                 )
     print(f"load average after: {os.getloadavg()[0]:.2f}")
+    viewer = [p for p in (HERE.parent / "gen3d" / "report").glob("*/*") if p.suffix in (".js", ".css")]
+    for path in sorted(viewer):
+        print(f"shipped viewer file {path.relative_to(HERE.parent)}: {path.stat().st_size / 1024:.1f} KiB")
+    print(f"shipped viewer files in all: {sum(p.stat().st_size for p in viewer) / 1024:.1f} KiB")
     if args.importtime:
         for repo in repos:
-            print(f"slowest imports of `import launch, gen3d.cli` in {repo} (cumulative s):")
+            print(f"slowest imports of `import {RUN_MODULES}` in {repo} (cumulative s):")
             for sec, name in slowest_imports(repo):
                 print(f"  {sec:6.2f}  {name}")
 

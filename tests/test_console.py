@@ -3,6 +3,7 @@ stderr, no library banners, advertisements or deprecation warnings; --quiet prin
 Also the console's filter and the CPU thread policy on their own."""
 
 import logging
+import os
 import subprocess
 import sys
 import warnings
@@ -70,11 +71,14 @@ def test_one_progress_bar_with_loss_and_t(tiny_run):
     assert "4/4" in updates[-1] and "loss=" in updates[-1] and "t=" in updates[-1]
 
 
-def test_quiet_export_prints_nothing(tiny_run):
+def test_quiet_export_prints_nothing_and_updates_the_report(tiny_run):
     _, run_dir = tiny_run
+    report = run_dir / "report.html"
+    os.utime(report, (0, 0))
     proc = _launch("--resume", str(run_dir), "--export-only", "--quiet", cwd=run_dir.parent)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip() == "" and "step/s" not in proc.stderr
+    assert report.stat().st_mtime > 0 and "Time per stage" in report.read_text()
 
 
 def test_console_filter(capsys):
