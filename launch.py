@@ -25,7 +25,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         prog=Path(sys.argv[0]).name if Path(sys.argv[0]).name == "gen3d" else "launch.py",
         description="Text-to-3D and video editing on pretrained 2D diffusion priors.",
         epilog="Free arguments of the form key=value override any config field, e.g. "
-        "guidance.guidance_scale=50 trainer.max_steps=2000 camera.height=128.",
+        "guidance.guidance_scale=50 trainer.max_steps=2000 camera.height=128. "
+        "'report DIR' instead of options writes DIR's run report or the gallery of the runs below it.",
     )
     p.add_argument("--config", help="YAML config: a path, or a file name inside configs/ (e.g. dreamfusion.yaml)")
     p.add_argument("--prompt", help='text prompt, e.g. "a red cube"')

@@ -2,6 +2,8 @@
 for the auto policy (num_threads=0, the default) and for torch's default of one thread per core.
 
     nice -n 10 python bench/bench_threads.py --steps 100
+    nice -n 10 python bench/bench_threads.py --steps 60 --policy auto   # the target only (torch's default
+                                                                        # can take many minutes when busy)
 
 Each line is one fresh `launch.py` run (DreamFusion on the builtin prior, the quickstart's settings,
 a small export); it/s is the training stage's own (stages.json), so start-up and export are not
@@ -65,9 +67,12 @@ def train_speed(num_threads: int, steps: int, out: Path) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--policy", choices=["auto", "default", "both"], default="both")
     args = p.parse_args()
     cores = os.cpu_count() or 1
     policies = {"auto": 0, f"torch default ({cores} threads)": cores}
+    if args.policy != "both":
+        policies = dict([list(policies.items())[args.policy == "default"]])
     print(f"{cores} cores; load average {os.getloadavg()[0]:.2f} before the runs")
     speeds: dict = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -5,11 +5,12 @@ process on a 2-core machine, two torch threads spend their time waiting for each
 parallel region (an order of magnitude slower), while one thread keeps most of its speed.
 
 `num_threads` (every 3D and video config): 0 = auto (the default), N > 0 = exactly N threads.
-Auto: $OMP_NUM_THREADS when it is set (the user's own choice); otherwise the cores this process
-may run on (os.sched_getaffinity), minus the cores other processes keep busy, measured over a
-quarter of a second from /proc/stat (or os.getloadavg where there is no /proc), split between the
-processes of this run on the machine; at least 1. When the machine is oversubscribed (no free
-core), one warning names the override. The choice is made once, when the run starts.
+Auto: $OMP_NUM_THREADS when it is set (the user's own choice); otherwise the cores this process may
+run on (os.sched_getaffinity: taskset, cgroups, SLURM allocations) minus how busy other processes keep
+those cores (sampled for a quarter of a second from /proc/stat's per-core lines, or os.getloadavg
+where there is no /proc), split between the processes of this run on the machine; at least 1. When
+the machine is oversubscribed (no free core), one warning names the override. The choice is made
+once, when the run starts.
 """
 
 from __future__ import annotations
@@ -24,44 +25,62 @@ log = logging.getLogger("gen3d")
 SAMPLE_SECONDS = 0.25
 
 
-def usable_cores() -> int:
+def _usable() -> set[int]:
     try:
-        return len(os.sched_getaffinity(0))
+        return set(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
+        return set(range(os.cpu_count() or 1))
 
 
-def _cpu_times() -> tuple[float, float] | None:
-    """(busy, total) jiffies over all cores from /proc/stat, or None."""
+def usable_cores() -> int:
+    return len(_usable())
+
+
+def _cpu_times(cpus: set[int]) -> dict[int, tuple[float, float]] | None:
+    """cpu -> (busy, total) jiffies from /proc/stat's per-core lines, for the given cores; or None."""
+    out = {}
     try:
         with open("/proc/stat") as f:
-            fields = [float(v) for v in f.readline().split()[1:]]
+            for line in f:
+                name, *values = line.split()
+                if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+                    fields = [float(v) for v in values]
+                    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
+                    total = sum(fields[:8])  # guest time is already counted in user
+                    out[int(name[3:])] = (total - idle, total)
     except (OSError, ValueError):
         return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
-    total = sum(fields[:8])  # guest time is already counted in user
-    return total - idle, total
+    return out or None
 
 
 def busy_cores(seconds: float = SAMPLE_SECONDS) -> float:
-    """How many cores other processes keep busy now (this process sleeps while it measures)."""
-    first = _cpu_times()
+    """How many of the cores this process may use other processes keep busy now (this process sleeps
+    while it measures): the busy share of each core over `seconds`, summed."""
+    cpus = _usable()
+    first = _cpu_times(cpus)
     if first is not None:
         time.sleep(seconds)
-        second = _cpu_times()
-        if second is not None and second[1] > first[1]:
-            return (os.cpu_count() or 1) * (second[0] - first[0]) / (second[1] - first[1])
-    try:
-        return os.getloadavg()[0]
+        second = _cpu_times(cpus)
+        if second is not None:
+            shares = [
+                (second[c][0] - first[c][0]) / (second[c][1] - first[c][1])
+                for c in first
+                if c in second and second[c][1] > first[c][1]
+            ]
+            if shares:
+                return sum(shares) * len(cpus) / len(shares)
+    try:  # runnable processes machine-wide, scaled to our cores
+        return os.getloadavg()[0] * len(cpus) / (os.cpu_count() or len(cpus))
     except (AttributeError, OSError):
         return 0.0
 
 
 def auto_threads(processes: int = 1, busy: float | None = None, cores: int | None = None) -> tuple[int, bool]:
-    """(threads per process, oversubscribed) for `processes` processes of this run on the machine."""
+    """(threads per process, oversubscribed) for `processes` processes of this run on `cores` usable
+    cores of which `busy` are kept busy by other work."""
     cores = usable_cores() if cores is None else cores
     busy = busy_cores() if busy is None else busy
-    free = min(cores, (os.cpu_count() or cores) - busy)
+    free = cores - busy
     threads = max(1, int(free + 0.5) // max(processes, 1))
     oversubscribed = free < processes - 0.25
     return threads, oversubscribed
