@@ -102,7 +102,8 @@ def main() -> None:
                     f"(median of {len(times)}: {' '.join(f'{t:.2f}' for t in times)})"
                 )
     print(f"load average after: {os.getloadavg()[0]:.2f}")
-    viewer = [p for p in (HERE.parent / "gen3d" / "report").glob("*/*") if p.suffix in (".js", ".css")]
+    report = HERE.parent / "gen3d" / "report"  # what a report copies next to it (report_files/) or links
+    viewer = [*(report / "vendor").glob("*.min.js"), *(report / "static").glob("*")]
     for path in sorted(viewer):
         print(f"shipped viewer file {path.relative_to(HERE.parent)}: {path.stat().st_size / 1024:.1f} KiB")
     print(f"shipped viewer files in all: {sum(p.stat().st_size for p in viewer) / 1024:.1f} KiB")
