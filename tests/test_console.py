@@ -92,13 +92,15 @@ def test_console_filter(capsys):
         console.setup_console("verbose")
         logging.getLogger("lightning.pytorch").info("TPU available: False")
         logging.getLogger("lightning.pytorch").info("try litlogger")
+        logging.getLogger("fsspec.local").debug("open file: x")  # library DEBUG: never
+        logging.getLogger("gen3d").debug("torch intra-op threads: 1")
     finally:  # the handler writes to this test's captured stdout: gone with it
         console.setup_console("normal")
         root = logging.getLogger()
         for handler in [h for h in root.handlers if isinstance(h, console._ConsoleHandler)]:
             root.removeHandler(handler)
     out = capsys.readouterr().out.splitlines()
-    assert out == ["run directory: x", "warning: the CPU is busy", "TPU available: False"]
+    assert out == ["run directory: x", "warning: the CPU is busy", "TPU available: False", "torch intra-op threads: 1"]
 
 
 def test_thread_policy(monkeypatch, caplog):

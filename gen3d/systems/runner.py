@@ -118,7 +118,7 @@ def finalize(system: Text3DSystem, run_dir: Path) -> dict:
             results[f"export{suffix}"] = system.export_particle(
                 i, run_dir / "export" / (f"particle-{i}" if n > 1 else "")
             )
-        log.debug("exported particle %d: %s", i, results[f"export{suffix}"])
+        log.debug("exported particle %d: %s", i, ", ".join(f"{k} {v}" for k, v in results[f"export{suffix}"].items()))
     return results
 
 

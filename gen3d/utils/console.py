@@ -61,6 +61,8 @@ class _ConsoleFilter(logging.Filter):
         verbose = _state["verbosity"] == "verbose"
         if any(word in record.getMessage() for word in NEVER_SHOWN):
             return False
+        if record.levelno < logging.INFO and not record.name.startswith(("gen3d", "video")):
+            return False  # libraries' DEBUG lines (fsspec's "open file", ...), even when verbose
         if record.levelno < logging.WARNING:
             if record.name == STEP_LOGGER or record.name.startswith(STEP_LOGGER + "."):
                 return verbose
