@@ -4,6 +4,7 @@ line and exit 2 before anything is written."""
 
 import csv
 import importlib.util
+import json
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -77,6 +78,8 @@ def test_video_fine_tuning_writes_tensorboard_and_csv(tiny_pipeline, tmp_path):
     assert [e.step for e in _events(run_dir, "main").Scalars("loss")] == [0, 1, 2]
     assert len([r for r in _csv_rows(run_dir, "main") if r["loss"]]) == 3
     assert (run_dir / "report.html").is_file()
+    stages = json.loads((run_dir / "stages.json").read_text())  # time per stage, for the report and summary
+    assert stages["fine-tune"]["steps"] == 3 and stages["edit"]["steps"] == 2 and stages["edit"]["seconds"] > 0
 
 
 def test_logger_setting_forms():

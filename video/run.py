@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import re
+import time
 from pathlib import Path
 
 import torch
@@ -25,6 +26,7 @@ from gen3d.utils.atomic import write_text_atomic
 from gen3d.utils.device import resolve_accelerator
 from gen3d.utils.distributed import global_rank
 from gen3d.utils.media import save_image, write_video
+from gen3d.utils.progress import record_stage_time
 from video.blend import compose, make_blend, pixel_mask, read_mask
 from video.config import VideoEditConfig
 from video.control import ControlledUNet, control_maps, load_controlnets, parse_controls, resolve_controlnets
@@ -188,6 +190,7 @@ def run_video(cfg: VideoEditConfig, run_dir: Path, resume: Path | None = None, e
         return result
 
     model = tuner.model.to(device).eval()
+    t0 = time.perf_counter()
     s = cfg.sampling
     with _autocast(cfg, device):
         trajectory = [] if s.invert and s.exact_inversion else None
@@ -232,6 +235,7 @@ def run_video(cfg: VideoEditConfig, run_dir: Path, resume: Path | None = None, e
             metrics["edits"].append({**judge.report(edited, text, (frames.cpu(), metrics["source"])), "files": paths})
             result["edits"].append(paths)
     metrics.update(fps=clip.fps, frames=clip.indices, size=size, first_loss=tuner.first_loss, last_loss=tuner.last_loss)
+    record_stage_time(run_dir, "edit", s.steps * len(cfg.edit), time.perf_counter() - t0)  # inversion + sampling
     write_text_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=1))
     _print_metrics(metrics)
     result["metrics"] = metrics
