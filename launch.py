@@ -13,11 +13,14 @@ Installed (`pip install .`), the `gen3d` command is this file's main().
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
 from gen3d.errors import UserError
 from gen3d.utils.console import setup_console
+
+OVERRIDE = re.compile(r"[A-Za-z_][\w.\[\]-]*=")  # the start of a key=value override
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -77,7 +80,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     g.add_argument("--start", type=int, help="first frame to use")
     g.add_argument("--size", type=int, help="frame size (square) the model works at")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
-    return p.parse_intermixed_args(argv)  # key=value overrides may come before, between or after flags
+    args = p.parse_intermixed_args(argv)  # key=value overrides may come before, between or after flags
+    if args.resume and OVERRIDE.match(args.resume) and not Path(args.resume).exists():
+        args.overrides.insert(0, args.resume)  # `--resume key=value`: a bare --resume, then an override
+        args.resume = "latest"
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

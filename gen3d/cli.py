@@ -7,11 +7,13 @@ import dataclasses
 import importlib
 import inspect
 import logging
+import re
 from pathlib import Path
 
-from gen3d.config import build_config, read_yaml, resolve_config_path
+from gen3d.config import NAME, NAME_DOC, build_config, literal, read_yaml, resolve_config_path
 from gen3d.errors import UserError
 from gen3d.methods import METHOD_ALIASES, SYSTEMS, system_of
+from gen3d.systems.stages import with_steps
 from gen3d.utils.distributed import device_overrides, global_rank, inherited_run_dir, share_run_dir
 from gen3d.utils.loggers import check_loggers
 from gen3d.utils.rundir import check_writable, new_run_dir, slugify
@@ -73,8 +75,24 @@ def _flag_overrides(args: argparse.Namespace, schema_cls) -> dict:
         *parents, leaf = key.split(".")
         for part in parents:
             node = node.setdefault(part, {})
-        node[leaf] = value
+        node[leaf] = literal(value)  # user strings are data: never interpolated (${...} stays as typed)
     return out
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Checks of the command line alone (before any config is read)."""
+    if args.output is not None and not args.output.strip():
+        raise UserError("--output is empty: pass a folder (default outputs/)")
+    if args.resume is not None and not args.resume.strip():
+        raise UserError("--resume is empty: pass a run directory or a checkpoint (or no value: the newest run)")
+    if args.steps is not None and args.steps < 0:
+        raise UserError(f"--steps must be >= 0 (got {args.steps})")
+
+
+def check_name(name: str) -> None:
+    """The config's `name` is a folder under --output: one path component, never '..' (any system)."""
+    if not re.fullmatch(NAME, str(name)):
+        raise UserError(f"config key 'name' must be {NAME_DOC} (got {name!r})")
 
 
 def _run_dir_of(path: Path) -> Path | None:
@@ -113,6 +131,7 @@ def _add_log_file(run_dir: Path) -> None:
 
 
 def run_from_args(args: argparse.Namespace) -> dict:
+    check_args(args)
     resume = run_dir = None
     if args.config:
         yaml_cfg = read_yaml(resolve_config_path(args.config))
@@ -126,7 +145,7 @@ def run_from_args(args: argparse.Namespace) -> dict:
         if not args.config:
             if not saved.is_file():
                 raise UserError(f"--resume: '{run_dir}' has no config.yaml")
-            yaml_cfg = read_yaml(saved)
+            yaml_cfg = literal(read_yaml(saved))  # the resolved config: its strings are data
     system = yaml_cfg.get("system")
     if system_of(system) not in SYSTEMS:
         raise UserError(
@@ -139,7 +158,12 @@ def run_from_args(args: argparse.Namespace) -> dict:
     devices = device_overrides(args.gpus, args.devices, args.device)
     if devices and not _has_key(schema_cls(), "trainer.devices"):
         raise UserError("--gpus / --devices do not apply to this config")
-    cfg = build_config(schema_cls, yaml_cfg, _flag_overrides(args, schema_cls), devices, list(args.overrides))
+    flags = _flag_overrides(args, schema_cls)
+    steps = flags.get("trainer", {}).pop("max_steps", None)  # applied below: staged methods split it
+    cfg = build_config(schema_cls, yaml_cfg, flags, devices, list(args.overrides))
+    if steps is not None:
+        cfg = with_steps(cfg, steps)
+    check_name(getattr(cfg, "name", system))
     options = {k: v for k, v in (("stage", args.stage), ("from_run", args.from_run)) if v is not None}
     if validate_ref:
         _call(_load(validate_ref), cfg, run_dir=run_dir, **options)

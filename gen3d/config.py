@@ -10,12 +10,20 @@ dataclass `schema_of(value["type"])`. When a later layer changes its `type`, the
 layers that the new type does not have are dropped (a stage switching from VSD to SDS keeps the
 shared keys); keys a layer sets itself must belong to its type. A schema may name keys that
 moved (`MOVED_KEYS = {"old.key": "new.key"}`): using the old one is an error that names the new one.
+
+A field's valid values are declared with it: `height: int = ranged(64, ge=8)`, `precision: str =
+ranged("32-true", choices=PRECISIONS)`, `name: str = ranged("x", pattern=NAME, doc="...")`. Every
+built config is checked against them (the values inside a schedule too), and no float anywhere may be
+NaN or infinite; the error names the key, the valid range and the value. User strings (--prompt, a
+saved config) are data: `literal()` escapes them so that OmegaConf never interpolates `${...}` in them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,9 +34,117 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from gen3d.errors import UserError
 from gen3d.resources import configs_dir
-from gen3d.utils.schedule import check_schedule
+from gen3d.utils.schedule import check_schedule, schedule_values
 
 CONFIG_DIR = configs_dir()  # the checkout's configs/, or the installed copy
+# Lightning precision names (text-to-3D and video trainers)
+PRECISIONS = ("32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", "16-true", "bf16-true", "64-true", "64")
+DEVICES = ("auto", "cpu", "cuda", "gpu")  # a config's `device` (gpu: Lightning's name for cuda)
+# a run-directory component: no path separator, not '.' or '..', not hidden (the config's `name`)
+NAME = r"[A-Za-z0-9_][A-Za-z0-9._+-]*"
+NAME_DOC = "a folder name of letters, digits, '_', '-', '+' and '.' (no '/' and not starting with '.')"
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The values a config field accepts: bounds (ge, gt, le, lt), choices, or a regular expression."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    choices: tuple | None = None
+    pattern: str | None = None
+    doc: str | None = None  # how the pattern reads in an error
+
+    def accepts(self, v: Any) -> bool:
+        if self.choices is not None:
+            return v in self.choices
+        if self.pattern is not None:
+            return isinstance(v, str) and re.fullmatch(self.pattern, v) is not None
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            return True  # the type check is OmegaConf's
+        return not (
+            (self.ge is not None and v < self.ge)
+            or (self.gt is not None and v <= self.gt)
+            or (self.le is not None and v > self.le)
+            or (self.lt is not None and v >= self.lt)
+        )
+
+    def describe(self) -> str:
+        if self.choices is not None:
+            return "one of " + ", ".join(str(c) for c in self.choices)
+        if self.pattern is not None:
+            return self.doc or f"matching {self.pattern}"
+        lo = (">=", self.ge) if self.ge is not None else (">", self.gt) if self.gt is not None else None
+        hi = ("<=", self.le) if self.le is not None else ("<", self.lt) if self.lt is not None else None
+        if lo and hi:
+            return f"in {'[' if lo[0] == '>=' else '('}{lo[1]}, {hi[1]}{']' if hi[0] == '<=' else ')'}"
+        return " ".join(f"{op} {v}" for op, v in (lo or hi or ("any", "value"),))
+
+
+def ranged(default: Any = dataclasses.MISSING, *, factory: Callable[[], Any] | None = None, **rule: Any) -> Any:
+    """A dataclass field with its valid values (`Range` keywords): `ranged(64, ge=8)`. For a list or
+    tuple value (a pair of bounds) the rule applies to each element; for a schedule, to its values."""
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata={"range": Range(**rule)})
+    return dataclasses.field(default=default, metadata={"range": Range(**rule)})
+
+
+def _first_non_finite(value: Any, key: str) -> tuple[str, float] | None:
+    if isinstance(value, float) and not math.isfinite(value):
+        return key, value
+    if dataclasses.is_dataclass(value):
+        items = [(f.name, getattr(value, f.name)) for f in dataclasses.fields(value)]
+    elif isinstance(value, dict):
+        items = list(value.items())
+    elif isinstance(value, (list, tuple)):
+        items = [(f"[{i}]", v) for i, v in enumerate(value)]
+    else:
+        return None
+    for name, item in items:
+        sub = f"{key}{name}" if str(name).startswith("[") or not key else f"{key}.{name}"
+        found = _first_non_finite(item, sub)
+        if found:
+            return found
+    return None
+
+
+def check_ranges(cfg: Any, prefix: str = "") -> None:
+    """UserError for the first field outside its declared `Range`, or any NaN / infinite float."""
+    found = _first_non_finite(cfg, prefix.rstrip("."))
+    if found:
+        raise UserError(f"config key '{found[0]}' must be a finite number (got {found[1]})")
+    _check_declared(cfg, prefix)
+
+
+def _check_declared(cfg: Any, prefix: str) -> None:
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            _check_declared(value, f"{prefix}{f.name}.")
+            continue
+        rule = f.metadata.get("range")
+        if rule is None or value is None:
+            continue
+        if f.name in getattr(cfg, "SCHEDULES", ()):
+            values = schedule_values(value)
+        else:
+            values = value if isinstance(value, (list, tuple)) else [value]
+        for v in values:
+            if v is not None and not rule.accepts(v):
+                raise UserError(f"config key '{prefix}{f.name}' must be {rule.describe()} (got {v!r})")
+
+
+def literal(value: Any) -> Any:
+    """User data (strings, or dicts / lists of them) escaped so that OmegaConf keeps `${...}` as text."""
+    if isinstance(value, str):
+        return re.sub(r"(\\*)\$\{", lambda m: m.group(1) * 2 + "\\${", value)
+    if isinstance(value, dict):
+        return {k: literal(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(literal(v) for v in value)
+    return value
 
 
 def resolve_config_path(name: str) -> Path:
@@ -43,7 +159,11 @@ def resolve_config_path(name: str) -> Path:
 
 def read_yaml(path: Path) -> dict:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise UserError(f"config file '{path}' is not UTF-8 text (byte {err.start}: {err.reason})") from None
+    except OSError as err:
+        raise UserError(f"cannot read config file '{path}': {err.strerror or err}") from None
     except yaml.YAMLError as err:
         raise UserError(f"config file '{path}' is not valid YAML: {str(err).splitlines()[0]}") from None
     if data is None:
@@ -158,7 +278,10 @@ def build_config(schema_cls: type, *layers: dict | list[str], prefix: str = "") 
                 f"cannot apply {keys}: {err} (a list such as 'stages' is replaced whole: "
                 "stages=[{name: ..., overrides: {...}}, ...])"
             ) from None
-    return to_dataclass(merged, prefix)
+    try:
+        return to_dataclass(merged, prefix)
+    except OmegaConfBaseException as err:  # e.g. ${nosuch} in a YAML value or an override
+        raise UserError(_explain(err, schema, prefix)) from None
 
 
 def to_dataclass(conf: DictConfig, prefix: str = "") -> Any:
@@ -175,6 +298,7 @@ def to_dataclass(conf: DictConfig, prefix: str = "") -> Any:
         default = f.default_factory()[f.metadata["type_key"]]
         schema = f.metadata["schema_of"](value.get(f.metadata["type_key"], default))
         setattr(cfg, f.name, build_config(schema, value, prefix=f"{prefix}{f.name}."))
+    check_ranges(cfg, prefix)
     return cfg
 
 

@@ -6,42 +6,48 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from gen3d.config import DEVICES, NAME, NAME_DOC, PRECISIONS, ranged
+
 
 @dataclass
 class VideoTrainerConfig:
     """Fine-tuning on the one input video (Lightning Trainer settings)."""
 
-    max_steps: int = 300
-    lr: float = 3e-5
-    weight_decay: float = 1e-2
-    precision: str = "32-true"  # 32-true | 16-mixed | bf16-mixed
+    max_steps: int = ranged(300, ge=0)
+    lr: float = ranged(3e-5, ge=0)
+    weight_decay: float = ranged(1e-2, ge=0)
+    precision: str = ranged("32-true", choices=PRECISIONS)  # 32-true | 16-mixed | bf16-mixed
     devices: Any = 1
     gradient_checkpointing: bool = False
-    checkpoint_every: int = 100
-    log_every: int = 25
+    checkpoint_every: int = ranged(100, ge=0)
+    log_every: int = ranged(25, ge=0)
 
 
 @dataclass
 class InflationConfig:
     """How the 2D UNet becomes a video UNet, and which of its parameters are fine-tuned."""
 
-    spatial: str = "sparse_causal"  # self-attention across frames: sparse_causal | key_frame | self
-    key_frame: int = 0  # the frame every frame attends to (key_frame mode)
-    temporal: str = "tuneavideo"  # temporal module after attn1: tuneavideo | controlvideo | none
+    spatial: str = ranged(
+        "sparse_causal", choices=("sparse_causal", "key_frame", "self")
+    )  # self-attention across frames: sparse_causal | key_frame | self
+    key_frame: int = ranged(0, ge=0)  # the frame every frame attends to (key_frame mode)
+    temporal: str = ranged(
+        "tuneavideo", choices=("tuneavideo", "controlvideo", "none")
+    )  # temporal module after attn1: tuneavideo | controlvideo | none
     # parameter-name substrings of the modules to train (matched against unet.named_parameters())
     trainable: list[str] = field(default_factory=lambda: ["attn1.to_q", "attn2.to_q", "temporal"])
 
 
 @dataclass
 class SamplingConfig:
-    inversion_steps: int = 50
-    steps: int = 50  # sampling steps (the inverted latents are used at the same timesteps)
-    guidance_scale: float = 12.5
+    inversion_steps: int = ranged(50, ge=1, le=1000)
+    steps: int = ranged(50, ge=1, le=1000)  # sampling steps (the inverted latents are used at the same timesteps)
+    guidance_scale: float = ranged(12.5, ge=0)
     negative_prompt: str = ""
     invert: bool = True  # False: start sampling from fresh noise (seeded) instead of inverted latents
     # fraction of the sampling steps (the first, noisiest ones) in which the edit reuses the spatial
     # self-attention weights of a source branch denoised alongside it (needs invert); 0: off, as in the papers
-    source_attention: float = 0.0
+    source_attention: float = ranged(0.0, ge=0, le=1)
     # CFG's unconditional prompt is the source caption (negative-prompt inversion, Miyake et al. 2023):
     # guidance pushes from the source towards the edit, and an edit equal to the source is not guided away
     negative_prompt_inversion: bool = True
@@ -58,10 +64,14 @@ class LocalEditConfig:
     """Local editing: outside the region of the words that differ, the edit keeps the source's latents."""
 
     enabled: bool = True  # false: the whole frame follows the edit prompt
-    threshold: float = 0.6  # a latent cell may change where a word's min-max normalised attention exceeds this
-    dilate: int = 0  # latent cells added around the region (max-pool radius)
+    threshold: float = ranged(
+        0.6, ge=0, le=1
+    )  # a latent cell may change where a word's min-max normalised attention exceeds this
+    dilate: int = ranged(0, ge=0)  # latent cells added around the region (max-pool radius)
     layers: str = "up_blocks"  # the cross-attention layers read (name substring; their finest resolution)
-    max_cover: float = 0.5  # a word whose region exceeds this share of the frame names no place: left out
+    max_cover: float = ranged(
+        0.5, ge=0, le=1
+    )  # a word whose region exceeds this share of the frame names no place: left out
 
 
 @dataclass
@@ -78,26 +88,28 @@ class VideoEditConfig:
     MOVED_KEYS = {"trainer.accelerator": "device", "trainer.num_threads": "num_threads"}
 
     system: str = "video"  # the video-editing system (tuneavideo | controlvideo: older names of it)
-    name: str = "tuneavideo"  # run directory: outputs/<name>/<prompt-slug>
+    name: str = ranged("tuneavideo", pattern=NAME, doc=NAME_DOC)  # run directory: outputs/<name>/<prompt-slug>
     model: str = "builtin"
     prompt: str = ""  # caption of the source video
     edit: list[str] = field(default_factory=list)  # edited prompts; each gives edit-<i>.mp4
     video: str = ""  # .mp4, .gif or a folder of frames
-    frames: int = 8  # number of frames used
-    stride: int = 1  # use every stride-th frame
-    start: int = 0  # first frame used
-    size: int = 0  # square working resolution in pixels (0: the prior's native size)
-    fps: float = 0.0  # frame rate of folder inputs (0: 8); mp4/gif keep theirs
+    frames: int = ranged(8, ge=2, le=1024)  # number of frames used
+    stride: int = ranged(1, ge=1)  # use every stride-th frame
+    start: int = ranged(0, ge=0)  # first frame used
+    size: int = ranged(0, ge=0, le=4096)  # square working resolution in pixels (0: the prior's native size)
+    fps: float = ranged(0.0, ge=0, le=1000)  # frame rate of folder inputs (0: 8); mp4/gif keep theirs
     control: list[str] = field(default_factory=list)  # ControlVideo: "canny", "canny:0.7", "depth:0.5"
     controlnet: Optional[str] = None  # ControlNet folder, or "canny=PATH,depth=PATH" for several controls
     depth_model: Optional[str] = None  # transformers depth-estimation model folder (for control "depth")
-    canny_low: float = 0.1  # kornia canny thresholds (on [0,1] gradient magnitudes)
-    canny_high: float = 0.2
+    canny_low: float = ranged(0.1, ge=0, le=1)  # kornia canny thresholds (on [0,1] gradient magnitudes)
+    canny_high: float = ranged(0.2, ge=0, le=1)
     mask: Optional[str] = None  # the user's region to edit (video / folder, white = edit): replaces local's
-    seed: int = 33
-    output: str = "outputs"
-    device: str = "auto"  # auto | cpu | cuda (also the Lightning accelerator)
-    num_threads: int = 0  # torch CPU threads: 0 = auto, from the free cores (gen3d/utils/threads.py)
+    seed: int = ranged(33, ge=0, le=2**32 - 1 - 4096)
+    output: str = ranged("outputs", pattern=r"(?s).*\S.*", doc="a folder path (not empty)")
+    device: str = ranged("auto", choices=DEVICES)  # auto | cpu | cuda (also the Lightning accelerator)
+    num_threads: int = ranged(
+        0, ge=0, le=1024
+    )  # torch CPU threads: 0 = auto, from the free cores (gen3d/utils/threads.py)
     # experiment logs of the fine-tuning under the run directory: tensorboard, csv, wandb, or none
     logger: Any = field(default_factory=lambda: ["tensorboard", "csv"])
     cache_dir: str = ".cache/text_embeddings"

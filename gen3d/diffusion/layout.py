@@ -132,10 +132,18 @@ def _component_files(repo: str, comp: str, names: list[str], prefer_fp16: bool) 
 
 def read_index(path: Path) -> dict:
     """model_index.json of a pipeline folder as a dict (UserError when unreadable)."""
+    return read_json(Path(path) / "model_index.json")
+
+
+def read_json(file: Path) -> dict:
+    """A JSON config file (a mapping) as a dict; UserError when it is missing, unreadable or corrupt."""
     try:
-        return json.loads((Path(path) / "model_index.json").read_text())
-    except (OSError, ValueError) as err:
-        raise UserError(f"cannot read {Path(path) / 'model_index.json'}: {err}") from None
+        data = json.loads(Path(file).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise UserError(f"cannot read {file}: {str(err).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"cannot read {file}: expected a JSON object, got {type(data).__name__}")
+    return data
 
 
 def folder_weights(path: Path, comp: str, prefer_fp16: bool) -> WeightChoice:
@@ -168,6 +176,13 @@ def check_pipeline_folder(path: Path, name: str) -> list[str]:
         if comp in comps and (Path(path) / comp).is_dir():
             if not (Path(path) / comp / "config.json").is_file():
                 raise UserError(f"model '{name}': {Path(path) / comp / 'config.json'} is missing")
+            read_json(Path(path) / comp / "config.json")  # opened, not loaded: no weights are read
+            folder_weights(path, comp, prefer_fp16=False)
+    if "scheduler" in comps:
+        read_json(Path(path) / "scheduler" / "scheduler_config.json")
+    tokenizer = Path(path) / "tokenizer"
+    if "tokenizer" in comps and not any(p.is_file() for p in tokenizer.iterdir()):
+        raise UserError(f"model '{name}': the tokenizer folder {tokenizer} is empty")
     return comps
 
 

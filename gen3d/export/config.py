@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Union
 
+from gen3d.config import ranged
 from gen3d.errors import UserError
 
 PLACEMENTS = ("center", "ground", "field")
@@ -21,37 +22,37 @@ class ExportConfig:
     map the OBJ to Blender's Z-up the same way its glTF importer does.
     """
 
-    resolution: int = 128
+    resolution: int = ranged(128, ge=8, le=1024)
     """Marching-cubes grid samples per axis over [-radius, radius] (inclusive ends)."""
     threshold: Union[float, str] = "auto"
     """Isosurface density level, or "auto" (Otsu split of the log-density histogram)."""
-    chunk_size: int = 65536
+    chunk_size: int = ranged(65536, ge=1)
     """Points per call of ``density_fn`` / ``albedo_fn``."""
-    min_component_fraction: float = 1.0
+    min_component_fraction: float = ranged(1.0, ge=0, le=1)
     """Keep connected components with surface area >= this fraction of the largest's (1 = the largest only)."""
-    close_radius: int = 2
+    close_radius: int = ranged(2, ge=0)
     """Occupancy clean-up before marching cubes: tunnels narrower than about 2x this many voxels are
     closed (morphological closing), cavities filled, only the largest region kept; 0 = off."""
-    smooth_sigma: float = 1.0
+    smooth_sigma: float = ranged(1.0, ge=0)
     """Gaussian smoothing (voxels) of the cleaned signed field before marching cubes; 0 = off."""
-    smooth_iterations: int = 10
+    smooth_iterations: int = ranged(10, ge=0)
     """Taubin smoothing passes on the extracted surface; 0 = off."""
-    target_faces: int = 6000
+    target_faces: int = ranged(6000, ge=0)
     """Quadric decimation to about this many faces before UV unwrapping; 0 = keep all."""
-    uv_attempts: int = 3
+    uv_attempts: int = ranged(3, ge=1)
     """xatlas option sets tried (``uv.UV_CANDIDATES``); the layout covering most texture is kept."""
-    texture_size: int = 512
+    texture_size: int = ranged(512, ge=8, le=16384)
     """Width and height of the square albedo texture in texels."""
-    padding: int = 4
+    padding: int = ranged(4, ge=0)
     """Texels between UV charts and width of the seam dilation around them."""
-    bake: str = "ray"
+    bake: str = ranged("ray", choices=BAKE_MODES)
     """"ray": albedo composited along a short ray through the surface with the renderer's weights
     (fields with a density); "surface": the albedo at the surface point (always used for meshes)."""
-    bake_depth: float = 0.05
+    bake_depth: float = ranged(0.05, gt=0)
     """Ray bake: the ray runs from this far outside the surface to this far inside (world units)."""
-    bake_samples: int = 16
+    bake_samples: int = ranged(16, ge=1)
     """Ray bake: samples per ray."""
-    placement: str = "center"
+    placement: str = ranged("center", choices=PLACEMENTS)
     """Where the written mesh sits: "center" (bounding-box centre at the origin), "ground" (centred in
     x and z, lowest point at y = 0, for scene assembly), "field" (the training frame, unchanged)."""
     write_obj: bool = True

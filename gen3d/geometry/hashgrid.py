@@ -25,18 +25,20 @@ import torch
 import torch.nn as nn
 from einops import rearrange
 
+from gen3d.config import ranged
+
 PRIMES = (1, 2654435761, 805459861)
 
 
 @dataclass
 class HashGridConfig:
-    n_levels: int = 12
-    n_features_per_level: int = 2
-    log2_hashmap_size: int = 16
-    base_resolution: int = 16
+    n_levels: int = ranged(12, ge=1, le=64)
+    n_features_per_level: int = ranged(2, ge=1, le=64)
+    log2_hashmap_size: int = ranged(16, ge=1, le=30)
+    base_resolution: int = ranged(16, ge=1)
     # growth factor between levels; <= 0 means "derive it from max_resolution"
     per_level_scale: float = 0.0
-    max_resolution: int = 256
+    max_resolution: int = ranged(256, ge=1)
 
     def level_scale(self) -> float:
         if self.per_level_scale > 0:
@@ -286,6 +288,11 @@ class _TcnnHashGrid(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoding(x).float()
+
+
+def table_entries(cfg: HashGridConfig) -> int:
+    """Entries of the table all levels share (each holds n_features_per_level parameters): no allocation."""
+    return _LevelPlan(cfg).total
 
 
 def make_hash_encoding(cfg: HashGridConfig, backend: str = "auto", device=None) -> nn.Module:

@@ -15,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
+from gen3d.config import ranged
 from gen3d.geometry.hashgrid import HashGridConfig, make_hash_encoding
 
 DENSITY_BIASES = ("blob_magic3d", "blob_dreamfusion", "none")
@@ -23,20 +24,20 @@ NORMAL_TYPES = ("finite_difference", "finite_difference_forward", "analytic")
 
 @dataclass
 class ImplicitVolumeConfig:
-    radius: float = 1.0
+    radius: float = ranged(1.0, gt=0)
     hash_grid: HashGridConfig = field(default_factory=HashGridConfig)
-    encoding_backend: str = "auto"  # auto | torch | tcnn
-    mlp_hidden: int = 64
-    n_hidden_layers: int = 1
-    density_activation: str = "softplus"  # softplus | exp
+    encoding_backend: str = ranged("auto", choices=("auto", "torch", "tcnn"))
+    mlp_hidden: int = ranged(64, ge=1, le=4096)
+    n_hidden_layers: int = ranged(1, ge=0, le=64)
+    density_activation: str = ranged("softplus", choices=("softplus", "exp"))
     # blob_magic3d: scale * (1 - |x| / std); blob_dreamfusion: scale * exp(-|x|^2 / (2 std^2)); none
-    density_bias: str = "blob_magic3d"
+    density_bias: str = ranged("blob_magic3d", choices=DENSITY_BIASES)
     density_blob_scale: float = 10.0
-    density_blob_std: float = 0.5
+    density_blob_std: float = ranged(0.5, gt=0)
     # finite_difference: central (6 extra density evaluations per point);
     # finite_difference_forward: 3 extra; analytic: autograd of the density (double backward)
-    normal_type: str = "finite_difference"
-    finite_difference_eps: float = 0.01
+    normal_type: str = ranged("finite_difference", choices=NORMAL_TYPES)
+    finite_difference_eps: float = ranged(0.01, gt=0)
 
 
 class ImplicitVolume(nn.Module):

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import trimesh
 
-from gen3d.export.extract import extract_mesh
+from gen3d.config import ranged
 from gen3d.geometry.implicit import ImplicitVolume, ImplicitVolumeConfig
 from gen3d.geometry.mesh_losses import (
     MeshTopology,
@@ -29,6 +28,9 @@ from gen3d.geometry.mesh_losses import (
     normal_consistency,
 )
 
+if TYPE_CHECKING:
+    import trimesh
+
 OFFSET_TYPES = ("free", "normal", "none")
 
 
@@ -37,15 +39,17 @@ class MeshGeometryConfig:
     """The mesh stage's own settings. Its texture field has the previous stage's field architecture
     (`from_implicit`), the extraction box is that field's [-R, R]^3: neither is configured here."""
 
-    offset_type: str = "free"  # free: [V,3] offsets; normal: [V,1] along the base normals; none: fixed
+    offset_type: str = ranged(
+        "free", choices=OFFSET_TYPES
+    )  # free: [V,3] offsets; normal: [V,1] along the base normals; none: fixed
     # from_field defaults: marching-cubes grid, density level ("auto" = Otsu), floater removal
-    resolution: int = 96
+    resolution: int = ranged(96, ge=8, le=1024)
     threshold: Union[float, str] = "auto"
-    min_component_fraction: float = 0.05
-    chunk_size: int = 65536
+    min_component_fraction: float = ranged(0.05, ge=0, le=1)
+    chunk_size: int = ranged(65536, ge=1)
     # Taubin smoothing passes on the extracted surface (volume-preserving; removes the marching-cubes
     # bumps of a noisy NeRF density before the mesh stage refines it); 0 = off
-    smooth_iterations: int = 50
+    smooth_iterations: int = ranged(50, ge=0)
 
 
 class MeshGeometry(nn.Module):
@@ -92,6 +96,8 @@ class MeshGeometry(nn.Module):
     ) -> MeshGeometry:
         """Marching cubes of density_fn (points [N,3] -> [N] or [N,1]) in [-radius, radius]^3 with the
         exporter's extraction."""
+        from gen3d.export.extract import extract_mesh  # trimesh, PyMCubes: imported when a mesh is made
+
         mesh, _ = extract_mesh(
             density_fn,
             radius,
@@ -160,6 +166,8 @@ class MeshGeometry(nn.Module):
     @torch.no_grad()
     def to_trimesh(self) -> trimesh.Trimesh:
         """The current mesh (CPU, float64) for export_trimesh."""
+        import trimesh
+
         return trimesh.Trimesh(self.vertices().detach().double().cpu().numpy(), self.faces.cpu().numpy(), process=False)
 
     # -- checkpoints: shapes come from the checkpoint -------------------------------------------

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from gen3d.config import ranged
 from gen3d.diffusion.noise import add_noise
 from gen3d.diffusion.prior import Prior
 from gen3d.guidance import GUIDANCES, GuidanceType, common
@@ -22,11 +23,11 @@ class GuidanceConfig:
     """SDS's config; other guidance types extend it (VSDConfig). `type` names the registered type."""
 
     type: str = "sds"  # a registered guidance type (gen3d.guidance.GUIDANCES): sds | vsd | ...
-    guidance_scale: float = 100.0
-    min_step_percent: Any = 0.02  # schedule
-    max_step_percent: Any = 0.98  # schedule
-    weighting: str = "sds"  # sds | uniform | fantasia
-    grad_clip: Any = None  # schedule; element-wise clamp of the gradient (None: off)
+    guidance_scale: float = ranged(100.0, ge=0)
+    min_step_percent: Any = ranged(0.02, ge=0, le=1)  # schedule
+    max_step_percent: Any = ranged(0.98, ge=0, le=1)  # schedule
+    weighting: str = ranged("sds", choices=common.WEIGHTINGS)  # sds | uniform | fantasia
+    grad_clip: Any = ranged(None, gt=0)  # schedule; element-wise clamp of the gradient (None: off)
     SCHEDULES = ("min_step_percent", "max_step_percent", "grad_clip")
 
 

@@ -8,12 +8,13 @@ NaN guard, clipping and the reparameterised loss are SDS's (`SDSGuidance`, `gen3
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from gen3d.config import ranged
 from gen3d.diffusion.lora import VSDLoRA
 from gen3d.diffusion.noise import add_noise, training_target
 from gen3d.diffusion.prior import Prior, cfg_combine
@@ -25,15 +26,15 @@ from gen3d.guidance.sds import GuidanceConfig, SDSGuidance
 @dataclass
 class VSDConfig(GuidanceConfig):
     type: str = "vsd"
-    guidance_scale: float = 7.5
+    guidance_scale: float = ranged(7.5, ge=0)
     # schedule: the paper's t_max drop from 0.98 to 0.5 after 5000 steps
-    max_step_percent: Any = field(default_factory=lambda: [5000, 0.98, 0.5, 5001])
-    lora_rank: int = 4  # 16 for Stable Diffusion
-    lora_alpha: float | None = None  # None: = lora_rank (LoRA scale 1)
-    lora_lr: float = 1e-3
-    camera_condition_dropout: float = 0.1  # p(camera -> zeros) while training the LoRA (its own CFG)
+    max_step_percent: Any = ranged(factory=lambda: [5000, 0.98, 0.5, 5001], ge=0, le=1)
+    lora_rank: int = ranged(4, ge=1, le=1024)  # 16 for Stable Diffusion
+    lora_alpha: float | None = ranged(None, gt=0)  # None: = lora_rank (LoRA scale 1)
+    lora_lr: float = ranged(1e-3, ge=0)
+    camera_condition_dropout: float = ranged(0.1, ge=0, le=1)  # p(camera -> zeros) while training the LoRA
     lora_guidance_scale: float = 1.0  # CFG between camera-conditioned and camera-dropped eps_phi
-    lora_n_timestamp_samples: int = 1  # timesteps per image for the LoRA loss
+    lora_n_timestamp_samples: int = ranged(1, ge=1, le=64)  # timesteps per image for the LoRA loss
 
 
 def lora_eps(

@@ -9,17 +9,19 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from gen3d.config import ranged
+
 
 @dataclass
 class BackgroundConfig:
-    type: str = "mlp"  # mlp | solid
-    color: tuple[float, float, float] = (1.0, 1.0, 1.0)  # solid colour
-    n_frequencies: int = 2  # sin/cos frequencies of the direction encoding (mlp)
-    hidden: int = 16
-    n_hidden_layers: int = 1
+    type: str = ranged("mlp", choices=("mlp", "solid"))
+    color: tuple[float, float, float] = ranged((1.0, 1.0, 1.0), ge=0, le=1)  # solid colour
+    n_frequencies: int = ranged(2, ge=0, le=32)  # sin/cos frequencies of the direction encoding (mlp)
+    hidden: int = ranged(16, ge=1)
+    n_hidden_layers: int = ranged(1, ge=0)
     # while training, with this probability the whole batch gets a random solid colour instead
     # (discourages the field from painting the object into the background)
-    random_aug_prob: float = 0.0
+    random_aug_prob: float = ranged(0.0, ge=0, le=1)
 
 
 def encode_direction(dirs: torch.Tensor, n_frequencies: int) -> torch.Tensor:

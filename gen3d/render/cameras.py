@@ -12,20 +12,22 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from gen3d.config import ranged
+
 
 @dataclass
 class CameraConfig:
     """Ranges the training camera sampler draws from (degrees and world units)."""
 
-    elevation_range: tuple[float, float] = (-10.0, 60.0)
-    azimuth_range: tuple[float, float] = (-180.0, 180.0)
-    distance_range: tuple[float, float] = (2.0, 2.6)
-    fovy_range: tuple[float, float] = (40.0, 60.0)
-    height: int = 64
-    width: int = 64
+    elevation_range: tuple[float, float] = ranged((-10.0, 60.0), ge=-90, le=90)
+    azimuth_range: tuple[float, float] = ranged((-180.0, 180.0), ge=-360, le=360)
+    distance_range: tuple[float, float] = ranged((2.0, 2.6), gt=0)
+    fovy_range: tuple[float, float] = ranged((40.0, 60.0), gt=0, lt=180)
+    height: int = ranged(64, ge=8, le=8192)  # the prior's VAE works at 1/8 of it
+    width: int = ranged(64, ge=8, le=8192)
     # point light placed around the camera direction, at this distance range from the origin
-    light_distance_range: tuple[float, float] = (1.5, 3.0)
-    light_jitter: float = 0.5
+    light_distance_range: tuple[float, float] = ranged((1.5, 3.0), gt=0)
+    light_jitter: float = ranged(0.5, ge=0)
 
 
 @dataclass

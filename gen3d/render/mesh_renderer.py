@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from gen3d.config import ranged
 from gen3d.render.cameras import Cameras, get_rays, projection_matrix
 from gen3d.render.rasterize import antialias, interpolate, rasterize
 from gen3d.render.shading import SHADING_MODES, ShadingConfig, ambient_level, shade
@@ -25,10 +26,12 @@ MESH_SHADING_MODES = SHADING_MODES + ("normal",)
 
 @dataclass
 class MeshRendererConfig:
-    backend: str = "auto"  # auto (nvdiffrast on CUDA when importable) | torch | nvdiffrast
+    backend: str = ranged(
+        "auto", choices=("auto", "torch", "nvdiffrast")
+    )  # auto (nvdiffrast on CUDA when importable) | torch | nvdiffrast
     antialias: bool = True  # blend across silhouettes (gives silhouette gradients)
-    near: float = 0.1
-    far: float = 100.0
+    near: float = ranged(0.1, gt=0)
+    far: float = ranged(100.0, gt=0)
     shading: ShadingConfig = field(default_factory=ShadingConfig)
 
 

@@ -8,19 +8,21 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from gen3d.config import ranged
+
 SHADING_MODES = ("albedo", "lambertian", "textureless")
 
 
 @dataclass
 class ShadingConfig:
-    ambient: float = 0.1  # ambient light; diffuse light = 1 - ambient
+    ambient: float = ranged(0.1, ge=0, le=1)  # ambient light; diffuse light = 1 - ambient
     # soft shading (Magic3D/threestudio): draw ambient uniformly from ambient_range each call
     soft_shading: bool = False
-    ambient_range: tuple[float, float] = (0.1, 0.9)
+    ambient_range: tuple[float, float] = ranged((0.1, 0.9), ge=0, le=1)
     # training-time choice of mode: albedo only for the first `albedo_only_steps` steps, then
     # random with these probabilities for (albedo, lambertian, textureless)
-    albedo_only_steps: int = 0
-    mode_probs: tuple[float, float, float] = (1.0, 0.0, 0.0)
+    albedo_only_steps: int = ranged(0, ge=0)
+    mode_probs: tuple[float, float, float] = ranged((1.0, 0.0, 0.0), ge=0)
 
 
 def needs_normal(mode: str) -> bool:

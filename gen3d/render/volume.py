@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 from einops import rearrange
 
+from gen3d.config import ranged
 from gen3d.render.cameras import Cameras, get_rays
 from gen3d.render.occupancy import RaySamples, make_occupancy_grid
 from gen3d.render.shading import ShadingConfig, ambient_level, needs_normal, shade
@@ -21,17 +22,18 @@ from gen3d.render.shading import ShadingConfig, ambient_level, needs_normal, sha
 
 @dataclass
 class RendererConfig:
-    num_samples_per_ray: int = 64  # over the longest chord of the box; nerfacc's step size derives from it
-    grid_resolution: int = 32  # occupancy grid cells per axis
-    occ_threshold: float = 0.01  # on density * step_size
-    occ_update_every: int = 16  # steps between occupancy refreshes
-    occ_ema_decay: float = 0.95
-    occ_dilate: int = 0  # grow occupied cells by this many cells (torch grid only; safer, slower)
+    # over the longest chord of the box; nerfacc's step size derives from it
+    num_samples_per_ray: int = ranged(64, ge=1, le=4096)
+    grid_resolution: int = ranged(32, ge=1, le=1024)  # occupancy grid cells per axis
+    occ_threshold: float = ranged(0.01, ge=0)  # on density * step_size
+    occ_update_every: int = ranged(16, ge=1)  # steps between occupancy refreshes
+    occ_ema_decay: float = ranged(0.95, ge=0, le=1)
+    occ_dilate: int = ranged(0, ge=0)  # grow occupied cells by this many cells (torch grid only; safer, slower)
     stratified: bool = True  # random per-ray offset of the samples while training
-    use_nerfacc: str = "auto"  # auto (nerfacc on CUDA when it imports) | always | never
-    eval_chunk_rays: int = 16384  # rays per chunk when rendering without gradients
+    use_nerfacc: str = ranged("auto", choices=("auto", "always", "never"))  # auto: nerfacc on CUDA when it imports
+    eval_chunk_rays: int = ranged(16384, ge=1)  # rays per chunk when rendering without gradients
     # normals only where the (detached) weight exceeds this (others get 0); 0 = everywhere
-    normal_weight_threshold: float = 1e-4
+    normal_weight_threshold: float = ranged(1e-4, ge=0)
     shading: ShadingConfig = field(default_factory=ShadingConfig)
 
 

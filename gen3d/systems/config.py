@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
-from gen3d.config import typed_section
+from gen3d.config import DEVICES, NAME, NAME_DOC, PRECISIONS, ranged, typed_section
 from gen3d.diffusion.prompts import PromptConfig
 from gen3d.export.config import ExportConfig
 from gen3d.geometry.implicit import ImplicitVolumeConfig
@@ -17,9 +17,12 @@ from gen3d.geometry.mesh import MeshGeometryConfig
 from gen3d.guidance import guidance_config
 from gen3d.render.background import BackgroundConfig
 from gen3d.render.cameras import CameraConfig
-from gen3d.render.mesh_renderer import MeshRendererConfig
+from gen3d.render.mesh_renderer import MESH_SHADING_MODES, MeshRendererConfig
 from gen3d.render.volume import RendererConfig
 from gen3d.utils.device import run_device
+
+MAX_SEED = 2**32 - 1 - 4096  # Lightning seeds each process with seed + rank (< 2**32)
+MAX_PARTICLES = 256  # a declared bound; the memory estimate usually refuses far fewer
 
 
 @dataclass
@@ -27,12 +30,12 @@ class LossConfig:
     """Loss weights (each a schedule), by the name of the term: `guidance` weighs the guidance's `loss`,
     the others the representations' regularisers; a guidance's own `loss_*` terms have weight 1."""
 
-    guidance: Any = 1.0
-    orient: Any = 0.0  # volume: normals facing away from the camera (DreamFusion)
-    sparsity: Any = 0.0  # volume: mean opacity
-    opaque: Any = 0.0  # volume: binary entropy pushing opacity to 0 or 1
-    normal_consistency: Any = 0.0  # mesh: 1 - cos between adjacent face normals
-    laplacian: Any = 0.0  # mesh: uniform Laplacian smoothing
+    guidance: Any = ranged(1.0, ge=0)
+    orient: Any = ranged(0.0, ge=0)  # volume: normals facing away from the camera (DreamFusion)
+    sparsity: Any = ranged(0.0, ge=0)  # volume: mean opacity
+    opaque: Any = ranged(0.0, ge=0)  # volume: binary entropy pushing opacity to 0 or 1
+    normal_consistency: Any = ranged(0.0, ge=0)  # mesh: 1 - cos between adjacent face normals
+    laplacian: Any = ranged(0.0, ge=0)  # mesh: uniform Laplacian smoothing
     # weights of other parts' terms by name (a new representation's regulariser), each a schedule
     other: dict[str, Any] = field(default_factory=dict)
     SCHEDULES = ("guidance", "orient", "sparsity", "opaque", "normal_consistency", "laplacian")
@@ -40,35 +43,35 @@ class LossConfig:
 
 @dataclass
 class OptimConfig:
-    lr: float = 0.01  # volume field / mesh texture field
-    lr_offsets: float = 1e-4  # mesh vertex offsets
-    lr_background: float = 0.001
-    betas: tuple[float, float] = (0.9, 0.99)
-    eps: float = 1e-15
+    lr: float = ranged(0.01, ge=0)  # volume field / mesh texture field
+    lr_offsets: float = ranged(1e-4, ge=0)  # mesh vertex offsets
+    lr_background: float = ranged(0.001, ge=0)
+    betas: tuple[float, float] = ranged((0.9, 0.99), ge=0, lt=1)
+    eps: float = ranged(1e-15, ge=0)
 
 
 @dataclass
 class TrainerConfig:
     """Lightning Trainer settings (where the run trains is the top-level `device`)."""
 
-    max_steps: int = 600
-    batch_size: int = 1
-    precision: str = "32-true"  # Lightning precision: 32-true, 16-mixed, bf16-mixed
+    max_steps: int = ranged(600, ge=0)
+    batch_size: int = ranged(1, ge=1, le=1024)
+    precision: str = ranged("32-true", choices=PRECISIONS)  # Lightning precision: 32-true, 16-mixed, bf16-mixed
     devices: Any = 1
-    checkpoint_every: int = 200
-    preview_every: int = 100
-    log_every: int = 10
+    checkpoint_every: int = ranged(200, ge=0)  # 0: only the last checkpoint
+    preview_every: int = ranged(100, ge=0)  # 0: no previews
+    log_every: int = ranged(10, ge=0)
 
 
 @dataclass
 class TurntableConfig:
-    n_views: int = 60
-    fps: int = 30
-    elevation: float = 15.0
-    distance: float = 2.3
-    fovy: float = 50.0
-    resolution: int = 128
-    shading: str = "albedo"
+    n_views: int = ranged(60, ge=1, le=3600)
+    fps: int = ranged(30, ge=1, le=240)
+    elevation: float = ranged(15.0, ge=-90, le=90)
+    distance: float = ranged(2.3, gt=0)
+    fovy: float = ranged(50.0, gt=0, lt=180)
+    resolution: int = ranged(128, ge=8, le=8192)
+    shading: str = ranged("albedo", choices=MESH_SHADING_MODES)
 
 
 @dataclass
@@ -84,22 +87,28 @@ class Text3DConfig:
     """Everything a text-to-3D run needs; methods ship YAML files that fill it in."""
 
     system: str = "text3d"  # the system (gen3d.cli.SYSTEMS); older configs name their method here
-    name: str = "dreamfusion"  # the method: run directory outputs/<name>/<prompt-slug>
+    # the method: run directory outputs/<name>/<prompt-slug>
+    name: str = ranged("dreamfusion", pattern=NAME, doc=NAME_DOC)
     prompt: str = ""
     model: str = "builtin"
-    seed: int = 0
-    output: str = "outputs"
-    device: str = "auto"  # auto | cpu | cuda (--device); the Lightning accelerator
-    num_threads: int = 0  # torch CPU threads: 0 = auto, from the free cores (gen3d/utils/threads.py)
+    seed: int = ranged(0, ge=0, le=MAX_SEED)
+    output: str = ranged("outputs", pattern=r"(?s).*\S.*", doc="a folder path (not empty)")
+    device: str = ranged("auto", choices=DEVICES)  # auto | cpu | cuda (--device); the Lightning accelerator
+    num_threads: int = ranged(
+        0, ge=0, le=1024
+    )  # torch CPU threads: 0 = auto, from the free cores (gen3d/utils/threads.py)
     # experiment logs under the run directory: tensorboard, csv, wandb (a name or a list), or none
     logger: Any = field(default_factory=lambda: ["tensorboard", "csv"])
     # weights of the frozen prior: auto = float16 on CUDA (as threestudio's half_precision_weights), float32 on CPU
-    model_dtype: str = "auto"  # auto | float32 | float16 | bfloat16
+    model_dtype: str = ranged("auto", choices=("auto", "float32", "float16", "bfloat16"))
     representation: str = "volume"  # gen3d.representations: volume (NeRF) | mesh (from the previous stage)
-    particles: int = 1  # independent 3D models (VSD: sharing one LoRA)
+    # independent 3D models (VSD: sharing one LoRA); memory is checked before a run (gen3d/systems/memory.py)
+    particles: int = ranged(1, ge=1, le=MAX_PARTICLES)
     train_geometry: bool = True  # volume: the field; mesh: vertex offsets
     train_texture: bool = True  # mesh: the texture field
-    force_shading: Optional[str] = None  # e.g. "normal" for a geometry-only mesh stage
+    force_shading: Optional[str] = ranged(
+        None, choices=MESH_SHADING_MODES
+    )  # e.g. "normal" for a geometry-only mesh stage
     # NeRF albedo + background output the prior's latents, fed to the guidance without the VAE encoder
     # (Latent-NeRF); albedo shading only; previews/turntable decoded by the VAE (gen3d/systems/latent_mode.py)
     rgb_as_latents: bool = False

@@ -1,10 +1,18 @@
-"""Multi-stage methods: each stage is the base config with its own overrides (typed and checked)."""
+"""Multi-stage methods: each stage is the base config with its own overrides (typed and checked).
+
+`--steps N` (`with_steps`) is the total of a run: a staged method splits N over its stages in
+proportion to the stages' configured `trainer.max_steps` (each stage at least 1 step), and writes
+each share into that stage's overrides, so config.yaml (and a later --resume) holds the plan.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import math
+
 from omegaconf import OmegaConf
 
-from gen3d.config import build_config
+from gen3d.config import build_config, literal
 from gen3d.errors import UserError
 
 
@@ -12,7 +20,7 @@ def stage_configs(cfg) -> list[tuple[str, object]]:
     """[(stage name, full config of that stage)]; a config without `stages` is one stage 'main'."""
     if not cfg.stages:
         return [("main", cfg)]
-    base = OmegaConf.to_container(OmegaConf.structured(cfg))
+    base = literal(OmegaConf.to_container(OmegaConf.structured(cfg)))  # resolved: its strings are data
     base["stages"] = []
     out, seen = [], set()
     for i, stage in enumerate(cfg.stages):
@@ -31,3 +39,27 @@ def stage_index(stages: list[tuple[str, object]], name: str) -> int:
     if name not in names:
         raise UserError(f"unknown stage '{name}' (this config's stages: {', '.join(names)})")
     return names.index(name)
+
+
+def split_steps(total: int, configured: list[int]) -> list[int]:
+    """`total` steps over stages in proportion to their configured steps (largest remainders; each >= 1)."""
+    weights = configured if sum(configured) > 0 else [1] * len(configured)
+    exact = [total * w / sum(weights) for w in weights]
+    shares = [math.floor(x) for x in exact]
+    by_remainder = sorted(range(len(exact)), key=lambda i: shares[i] - exact[i])
+    for i in by_remainder[: total - sum(shares)]:
+        shares[i] += 1
+    return [max(1, n) for n in shares]
+
+
+def with_steps(cfg, total: int):
+    """The config with `--steps total` applied: trainer.max_steps, or split over the stages."""
+    if not getattr(cfg, "stages", None):
+        return dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, max_steps=total))
+    configured = [stage_cfg.trainer.max_steps for _, stage_cfg in stage_configs(cfg)]
+    stages = []
+    for stage, n in zip(cfg.stages, split_steps(total, configured)):
+        overrides = dict(stage.overrides)
+        overrides["trainer"] = {**(overrides.get("trainer") or {}), "max_steps": n}
+        stages.append(dataclasses.replace(stage, overrides=overrides))
+    return dataclasses.replace(cfg, stages=stages)

@@ -14,9 +14,10 @@ from gen3d.methods import system_of
 from gen3d.representations import REPRESENTATIONS, representation
 from gen3d.systems import latent_mode
 from gen3d.systems.config import Text3DConfig
+from gen3d.systems.memory import check_memory
 from gen3d.systems.particles import particles_of_rank
 from gen3d.systems.stages import stage_configs, stage_index
-from gen3d.utils.device import prior_dtype
+from gen3d.utils.device import prior_dtype, resolve_accelerator
 from gen3d.utils.distributed import world_size
 from gen3d.utils.schedule import check_schedule
 
@@ -74,6 +75,11 @@ def start_point(
     if from_run is not None and stage is None:
         raise UserError("--from needs --stage (the stage to start at)")
     first = stage_index(stages, stage) if stage else 0
+    if first == 0 and from_run is not None:
+        raise UserError(
+            f"--from: stage '{stages[0][0]}' is the first stage and starts from scratch: drop --from "
+            "(or name a later --stage)"
+        )
     if first == 0:
         return stages, 0, None
     if from_run is not None:
@@ -92,6 +98,10 @@ def validate(
 ) -> None:
     """Checks done before anything is written: every stage's config, --stage/--from, the processes,
     the model and the prompt."""
-    start_point(cfg, run_dir, stage, from_run)
-    particles_of_rank(cfg.particles, 0, world_size(cfg.trainer.devices))  # they must divide over the processes
+    device = resolve_accelerator(cfg)  # UserError for an unknown device, or CUDA on a machine without
+    stages, _, _ = start_point(cfg, run_dir, stage, from_run)
+    world = world_size(cfg.trainer.devices)
+    particles_of_rank(cfg.particles, 0, world)  # they must divide over the processes
+    for _, stage_cfg in stages:
+        check_memory(stage_cfg, device, world)
     check_vocabulary(resolve_model(cfg.model), cfg.prompt)

@@ -10,9 +10,9 @@ from typing import Any
 
 import torch
 
+from gen3d.config import DEVICES  # auto | cpu | cuda | gpu (Lightning's name for cuda)
 from gen3d.errors import UserError
 
-DEVICES = ("auto", "cpu", "cuda", "gpu")  # gpu: Lightning's name for cuda
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 

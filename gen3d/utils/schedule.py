@@ -54,6 +54,15 @@ def check_schedule(spec: Any, key: str = "schedule") -> None:
     )
 
 
+def schedule_values(spec: Any) -> list:
+    """The values a (checked) schedule takes: a constant, a ramp's two ends, a step schedule's values."""
+    if is_step_schedule(spec):
+        return list(spec["values"])
+    if isinstance(spec, Sequence) and not isinstance(spec, str) and len(spec) == 4:
+        return [spec[1], spec[2]]
+    return [spec]
+
+
 def schedule_value(spec: Any, step: int) -> Any:
     """Value of a schedule at a training step (constants and None pass through)."""
     if spec is None or isinstance(spec, (int, float)):
