@@ -28,7 +28,7 @@ SYSTEMS.register(
         "gen3d.systems.config:Text3DConfig", "gen3d.systems.runner:run_text3d", "gen3d.systems.validate:validate"
     ),
 )
-SYSTEMS.register("video", SystemEntry("video.config:VideoEditConfig", "video.run:run_video", "video.run:validate"))
+SYSTEMS.register("video", SystemEntry("video.config:VideoEditConfig", "video.run:run_video", "video.validate:validate"))
 SYSTEMS.register("builtin-prior", SystemEntry("gen3d.prior.train:PriorTrainConfig", "gen3d.prior.train:main"))
 SYSTEMS.register(
     "builtin-controlnet", SystemEntry("gen3d.prior.controlnet:ControlNetTrainConfig", "gen3d.prior.controlnet:main")

@@ -10,7 +10,8 @@ from video.config import VideoEditConfig
 from video.control import canny_maps, parse_controls, resolve_controlnets
 from video.demo import moving_shape
 from video.io import read_video
-from video.run import run_video, validate
+from video.run import run_video
+from video.validate import validate
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +100,7 @@ def test_validate_and_no_partial_output(demo, tiny_pipeline, tmp_path):
         (dict(ok, frames=9), "has 6 frames"),
         (dict(ok, model=str(tmp_path / "nope")), "not found"),
         (dict(ok, video=str(tmp_path / "nope.mp4")), "does not exist"),
-        (dict(ok, sampling={"source_attention": 1.5}), "fraction of the sampling steps"),
+        (dict(ok, sampling={"source_attention": 1.5}), r"sampling.source_attention' must be in \[0, 1\]"),
         (dict(ok, sampling={"source_attention": 0.5, "invert": False}), "needs the inverted source latents"),
     ]
     for kw, msg in bad:

@@ -52,13 +52,19 @@ def _check_sizes(arrays: list[np.ndarray], path: Path) -> None:
         raise UserError(f"frames of '{path}' have different sizes: {sorted(shapes)}")
 
 
-def _to_tensor(arrays: list[np.ndarray]) -> torch.Tensor:
-    """uint8 [H,W,C] arrays (C = 1, 3 or 4) -> [F,3,H,W] floats."""
+def _frames_at(arrays: list[np.ndarray], size: int) -> torch.Tensor:
+    """uint8 [H,W,C] arrays (C = 1, 3 or 4) -> [F,3,size,size] floats in [0,1], centre-cropped and resized
+    one frame at a time: only one full-size frame is ever held as floats (8 frames of 4000x4000 would
+    take 1.5 GB at once)."""
     out = []
     for a in arrays:
         a = a if a.ndim == 3 else a[..., None]
         a = a[..., :3] if a.shape[-1] >= 3 else np.repeat(a[..., :1], 3, axis=-1)
-        out.append(torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1).float() / 255.0)
+        h, w = a.shape[:2]
+        s = min(h, w)
+        a = a[(h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s]  # crop the uint8 frame first
+        frame = torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None].float() / 255.0
+        out.append(crop_resize(frame, size)[0].clamp(0, 1))
     return torch.stack(out)
 
 
@@ -153,10 +159,9 @@ def read_video(
     else:
         arrays, src_fps, idx = _read_file(path, frames, stride, start)
     _check_sizes(arrays, path)
-    x = _to_tensor(arrays)
     return Clip(
-        frames=crop_resize(x, size).clamp(0, 1),
+        frames=_frames_at(arrays, size),
         fps=src_fps or fps or DEFAULT_FPS,
         indices=idx,
-        source_size=tuple(x.shape[-2:]),
+        source_size=tuple(arrays[0].shape[:2]),
     )

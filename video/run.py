@@ -1,4 +1,4 @@
-"""The video-editing system: validate(cfg) before anything is written, run_video(cfg, run_dir, ...).
+"""The video-editing system: run_video(cfg, run_dir, ...), checked first by video/validate.py (before anything is written).
 
 run_video: read the clip -> encode frames to latents -> inflate the prior's UNet (and ControlNets)
 -> fine-tune with Lightning on (video, source caption) -> DDIM-invert with the source caption
@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from gen3d.config import to_yaml
-from gen3d.diffusion.prior import load_prior, resolve_model
+from gen3d.diffusion.prior import load_prior
 from gen3d.diffusion.prompts import cached_text_embeddings
 from gen3d.errors import UserError
 from gen3d.utils.atomic import write_text_atomic
@@ -35,50 +35,9 @@ from video.inflate import inflate, select_trainable
 from video.io import read_video
 from video.metrics import Judge
 from video.tune import VideoTuner, fine_tune, load_trainable
+from video.validate import is_builtin, validate
 
 log = logging.getLogger("gen3d")
-SYSTEMS = ("video", "tuneavideo", "controlvideo")  # one system; the last two are its older names
-
-
-def _is_builtin(model: str) -> bool:
-    from gen3d.diffusion.prior import BUILTIN_PRIOR
-
-    return model == "builtin" or Path(model).expanduser().resolve() == BUILTIN_PRIOR.resolve()
-
-
-def validate(cfg: VideoEditConfig) -> None:
-    """Every check that needs no model weights: UserError on the first problem."""
-    if cfg.system not in SYSTEMS:
-        raise UserError(f"system must be one of {', '.join(SYSTEMS)} (got {cfg.system!r})")
-    if not cfg.prompt or not cfg.prompt.strip():
-        raise UserError('the source caption is empty: pass --prompt "a blue sphere is moving"')
-    if not cfg.edit or any(not e or not str(e).strip() for e in cfg.edit):
-        raise UserError('no edit prompt: pass --edit "a red sphere is moving" (repeatable)')
-    controls = parse_controls(cfg.control)
-    if cfg.size < 0 or cfg.size % 8:
-        raise UserError(f"--size must be a positive multiple of 8 (got {cfg.size})")
-    if cfg.trainer.max_steps < 0 or cfg.sampling.steps < 1 or cfg.sampling.inversion_steps < 1:
-        raise UserError("trainer.max_steps must be >= 0 and sampling.steps, sampling.inversion_steps >= 1")
-    if not 0.0 <= cfg.sampling.source_attention <= 1.0:
-        raise UserError(
-            f"sampling.source_attention is a fraction of the sampling steps in [0, 1] "
-            f"(got {cfg.sampling.source_attention})"
-        )
-    if cfg.sampling.source_attention > 0 and not cfg.sampling.invert:
-        raise UserError(
-            "sampling.source_attention needs the inverted source latents: set sampling.invert=true "
-            "or sampling.source_attention=0"
-        )
-    if cfg.mask and not cfg.sampling.invert:
-        raise UserError("--mask keeps the source outside the mask: it needs sampling.invert=true")
-    clip = read_video(cfg.video, cfg.frames, cfg.stride, cfg.start, cfg.size or 64, cfg.fps)
-    if cfg.mask:
-        read_mask(cfg.mask, clip.indices, clip.source_size, 8)
-    resolve_model(cfg.model)
-    kinds = [k for k, _ in controls]
-    resolve_controlnets(cfg.controlnet, kinds, _is_builtin(cfg.model))
-    if "depth" in kinds and not (cfg.depth_model and Path(cfg.depth_model).expanduser().is_dir()):
-        raise UserError("control 'depth' needs depth_model=PATH (a local transformers depth-estimation model folder)")
 
 
 def model_prompt(prior, text: str) -> str:
@@ -118,7 +77,7 @@ def build_model(cfg: VideoEditConfig, prior, frames: torch.Tensor, run_dir: Path
     controls = parse_controls(cfg.control)
     if not controls:
         return unet
-    paths = resolve_controlnets(cfg.controlnet, [k for k, _ in controls], _is_builtin(cfg.model))
+    paths = resolve_controlnets(cfg.controlnet, [k for k, _ in controls], is_builtin(cfg.model))
     nets = [
         inflate(n, inf.spatial, "none", inf.key_frame).to(prior.device) for n in load_controlnets(paths, prior.dtype)
     ]
