@@ -128,6 +128,8 @@ CASES = [
     _c("no scheduler config", [*DF, "--model", "{no_scheduler}"], "scheduler_config.json"),
     _c("unet without weights", [*DF, "--model", "{no_weights}"], "no safetensors or .bin weights"),
     _c("empty tokenizer", [*DF, "--model", "{empty_tokenizer}"], "tokenizer folder"),
+    _c("unet weights truncated", [*DF, "--model", "{truncated_weights}"], "is truncated"),
+    _c("unet weights garbage", [*DF, "--model", "{garbage_weights}"], "is corrupt"),
     _c("model missing", [*DF, "--model", "/no/such/model"], "not found"),
     # command-line flags
     _c("--output ''", [*DF, "--output", ""], "--output is empty"),
@@ -135,6 +137,16 @@ CASES = [
     _c("--resume missing", [*DF, "--resume", "/no/such/run"], "does not exist"),
     _c("--resume a folder that is no run", [*DF, "--resume", "{plain_dir}"], "is not a gen3d run"),
     _c("--from with the first stage", [*PD, "--stage", "nerf", "--from", "{plain_dir}"], "is the first stage"),
+    _c(
+        "--from a 1-particle run, --particles 2",
+        [*PD, "--stage", "texture", "--from", "{one_particle_run}", "--particles", "2"],
+        "trained with particles=1",
+    ),
+    _c(
+        "--from a run with another hash grid",
+        [*PD, "--stage", "geometry", "--from", "{one_particle_run}", "geometry.hash_grid.n_levels=6"],
+        "geometry.hash_grid.n_levels=8",
+    ),
     _c("--stage unknown", [*PD, "--stage", "nosuch"], "unknown stage 'nosuch'"),
     _c("--export-only without --resume", [*DF, "--export-only"], "--export-only needs --resume"),
     _c("empty prompt", ["--config", "dreamfusion.yaml", "--prompt", "  "], "prompt is empty"),
@@ -185,6 +197,14 @@ def make_fixtures(work: Path) -> dict[str, str]:
     m = paths["empty_tokenizer"] = _model_copy(work, "empty-tokenizer")
     for f in (m / "tokenizer").iterdir():
         f.unlink()
+    m = paths["truncated_weights"] = _model_copy(work, "truncated-weights")
+    weights = m / "unet" / "diffusion_pytorch_model.safetensors"
+    data = weights.read_bytes()
+    weights.unlink()
+    weights.write_bytes(data[: len(data) // 2])
+    m = paths["garbage_weights"] = _model_copy(work, "garbage-weights")
+    _replace(m / "unet" / "diffusion_pytorch_model.safetensors", "not a safetensors file at all")
+    paths["one_particle_run"] = _prolificdreamer_run(work / "pd-run")
     paths["latin1"] = work / "latin1.yaml"
     paths["latin1"].write_bytes("system: text3d\nprompt: caf\xe9\n".encode("latin-1"))
     paths["yaml_list"] = work / "list.yaml"
@@ -196,6 +216,19 @@ def make_fixtures(work: Path) -> dict[str, str]:
     paths["frames"] = work / "frames"
     _frames(paths["frames"], 8)
     return {k: str(v) for k, v in paths.items()}
+
+
+def _prolificdreamer_run(run: Path) -> Path:
+    """A finished-looking 1-particle ProlificDreamer run: config.yaml and a (placeholder) stage checkpoint."""
+    from gen3d.config import build_config, read_yaml, resolve_config_path, to_yaml
+    from gen3d.systems.config import Text3DConfig
+
+    cfg = build_config(Text3DConfig, read_yaml(resolve_config_path("prolificdreamer.yaml")), {"prompt": "a red cube"})
+    for stage in ("nerf", "geometry"):
+        (run / "ckpts" / stage).mkdir(parents=True)
+        (run / "ckpts" / stage / "last.ckpt").write_bytes(b"")
+    (run / "config.yaml").write_text(to_yaml(cfg))
+    return run
 
 
 def _frames(folder: Path, n: int) -> None:

@@ -177,13 +177,35 @@ def check_pipeline_folder(path: Path, name: str) -> list[str]:
             if not (Path(path) / comp / "config.json").is_file():
                 raise UserError(f"model '{name}': {Path(path) / comp / 'config.json'} is missing")
             read_json(Path(path) / comp / "config.json")  # opened, not loaded: no weights are read
-            folder_weights(path, comp, prefer_fp16=False)
+            choice = folder_weights(path, comp, prefer_fp16=False)
+            if choice.format == "safetensors":
+                for f in choice.files:
+                    if f.endswith(".safetensors"):
+                        check_safetensors(Path(path) / comp / f)
     if "scheduler" in comps:
         read_json(Path(path) / "scheduler" / "scheduler_config.json")
     tokenizer = Path(path) / "tokenizer"
     if "tokenizer" in comps and not any(p.is_file() for p in tokenizer.iterdir()):
         raise UserError(f"model '{name}': the tokenizer folder {tokenizer} is empty")
     return comps
+
+
+def check_safetensors(file: Path) -> None:
+    """UserError unless `file` has a readable safetensors header and is as long as the header says
+    (a truncated or corrupt download); reads the header only, never the tensors."""
+    try:
+        with open(file, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            size = f.seek(0, 2)
+            if not 2 <= n <= size - 8:
+                raise ValueError("no safetensors header")
+            f.seek(8)
+            header = json.loads(f.read(n))
+        end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as err:
+        raise UserError(f"weight file {file} is corrupt: {str(err).splitlines()[0] if str(err) else err}") from None
+    if size < 8 + n + end:
+        raise UserError(f"weight file {file} is truncated ({size} of {8 + n + end} bytes): download or copy it again")
 
 
 def incomplete_components(path: Path) -> list[str]:

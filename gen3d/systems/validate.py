@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
 from gen3d.config import read_yaml
 from gen3d.diffusion.prior import resolve_model
@@ -49,6 +50,13 @@ def check_stages(stages: list[tuple[str, Text3DConfig]]) -> None:
     latent_mode.check_stages([stage_cfg for _, stage_cfg in stages])  # rgb_as_latents: VAE etc.
 
 
+def _flat(d: dict, prefix: str) -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
 def _check_from_run(from_run: Path, cfg: Text3DConfig, stages, first: int) -> Path:
     saved = from_run / "config.yaml"
     if not saved.is_file():
@@ -56,6 +64,17 @@ def _check_from_run(from_run: Path, cfg: Text3DConfig, stages, first: int) -> Pa
     other = read_yaml(saved)
     if system_of(other.get("system")) != system_of(cfg.system) or other.get("name") != cfg.name:
         raise UserError(f"--from: '{from_run}' is a '{other.get('name')}' run, not '{cfg.name}'")
+    theirs = {"particles": other.get("particles", 1), **_flat(other.get("geometry") or {}, "geometry.")}
+    mine = {
+        "particles": cfg.particles,
+        **_flat(OmegaConf.to_container(OmegaConf.structured(cfg.geometry)), "geometry."),
+    }
+    for key in sorted(set(theirs) & set(mine)):  # what the checkpoint's tensors are shaped by
+        if theirs[key] != mine[key]:
+            raise UserError(
+                f"--from: '{from_run}' was trained with {key}={theirs[key]!r}, this run has {mine[key]!r}: its "
+                f"checkpoint cannot start this run (use the same {key}, or start at the first stage)"
+            )
     prev_name = stages[first - 1][0]
     ckpt = from_run / "ckpts" / prev_name / "last.ckpt"
     if not ckpt.is_file():
