@@ -86,7 +86,7 @@ CASES = [
     _c("particles=10000", [*DF, "particles=10000"], "'particles' must be in [1, 256]"),
     _c(
         "particles out of memory",
-        [*DF, "--particles", "64", "camera.height=1024", "camera.width=1024"],
+        [*DF, "--device", "cpu", "--particles", "200", "camera.height=2048", "camera.width=2048"],
         "needs at least",
     ),
     _c("--particles 0", [*DF, "--particles", "0"], "'particles' must be in [1, 256]"),
