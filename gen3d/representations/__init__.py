@@ -50,6 +50,11 @@ class Representation:
     def export(self, scene: nn.Module, albedo_fn, out_dir, cfg: Any, device) -> dict:
         raise NotImplementedError
 
+    def samples_per_pixel(self, cfg: Any) -> int:
+        """Points of the field evaluated per pixel in a training step where none are skipped (the memory
+        estimate of gen3d/systems/memory.py); a rasterized surface evaluates one."""
+        return 1
+
     def check(self, cfg: Any) -> None:
         """Checks of a stage's config that need this representation (UserError)."""
         self.settings(cfg)

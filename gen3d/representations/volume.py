@@ -15,6 +15,9 @@ class VolumeRepresentation(Representation):
     def build(self, cfg, background, latent_channels=None):
         return VolumeRenderer(cfg.renderer, ImplicitVolume(cfg.geometry, latent_channels), background)
 
+    def samples_per_pixel(self, cfg):
+        return cfg.renderer.num_samples_per_ray
+
     def regularisers(self, scene, out):
         opacity = out["opacity"].clamp(1e-5, 1 - 1e-5)
         terms = {

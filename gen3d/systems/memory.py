@@ -1,10 +1,13 @@
 """A lower bound on the memory a text-to-3D run needs, checked before anything is written.
 
-Counted (float32): every particle's hash-grid table with its gradient and Adam's two moments, and,
-where every ray sample is evaluated (the torch renderer: on the CPU, or `renderer.use_nerfacc=never`),
-the encoded features of one step's samples that autograd keeps for the backward pass. Everything
-else (MLPs, the prior, normals, intermediate tensors) only adds to it, so a run refused here could
-not have fitted; one that passes may still run out of memory.
+Counted (float32): every particle's hash-grid table with its gradient and Adam's two moments (exact),
+and, where the torch renderer runs (on the CPU, or `renderer.use_nerfacc=never`), a share of the
+encoded features autograd keeps for one step's samples. That renderer's occupancy grid starts full,
+so the first steps evaluate every sample inside the box: up to `samples_per_pixel` per pixel (the
+representation's: a volume's ray samples over the box's longest chord, one point of a mesh). Only
+SAMPLE_SHARE of those are counted, for the shorter chords and rays that miss the box, and everything
+else (MLP activations, the prior, normals, intermediate tensors) only adds to it: a run refused here
+could not have fitted; one that passes may still run out of memory.
 """
 
 from __future__ import annotations
@@ -14,10 +17,12 @@ import os
 
 from gen3d.errors import UserError
 from gen3d.geometry.hashgrid import table_entries
+from gen3d.representations import representation
 
 FLOAT = 4  # bytes
 PARAM_COPIES = 4  # the value, its gradient, Adam's exp_avg and exp_avg_sq
 USABLE = 0.9  # share of the available memory a run may plan to use
+SAMPLE_SHARE = 0.25  # of the samples a step can evaluate at most (see above)
 
 
 def bytes_per_particle(cfg, all_samples: bool) -> int:
@@ -27,8 +32,9 @@ def bytes_per_particle(cfg, all_samples: bool) -> int:
     params = table_entries(grid) * grid.n_features_per_level * FLOAT * PARAM_COPIES
     if not all_samples:
         return params
-    rays = cfg.trainer.batch_size * cfg.camera.height * cfg.camera.width
-    return params + rays * cfg.renderer.num_samples_per_ray * features * FLOAT
+    pixels = cfg.trainer.batch_size * cfg.camera.height * cfg.camera.width
+    samples = pixels * representation(cfg.representation).samples_per_pixel(cfg) * SAMPLE_SHARE
+    return params + int(samples * features * FLOAT)
 
 
 def available_bytes(device: str) -> tuple[int | None, str]:
@@ -56,7 +62,7 @@ def check_memory(cfg, device: str, world: int = 1) -> None:
     mine = cfg.particles if cfg.particles == 1 else math.ceil(cfg.particles / max(world, 1))
     need = per * mine
     if need > USABLE * avail:
-        what = "hash grids with gradients and Adam state" + (", one step's ray samples" if all_samples else "")
+        what = "hash grids with gradients and Adam state" + (", one step's samples" if all_samples else "")
         raise UserError(
             f"particles={cfg.particles} needs at least {need / 2**30:.1f} GiB per process ({per / 2**20:.0f} MiB "
             f"per particle: {what}), more than the {avail / 2**30:.1f} GiB {where} has available; use fewer "
