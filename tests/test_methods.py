@@ -130,7 +130,7 @@ def test_magic3d_two_stages(tiny_pipeline, tmp_path):
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--particles", "0"], "--particles must be at least 1"),
+        (["--particles", "0"], "config key 'particles' must be in [1, 256]"),
         (["--stage", "nope"], "unknown stage 'nope'"),
         (["--stage", "texture"], "needs the checkpoint of stage 'geometry'"),
         (["--stage", "texture", "--from", "/no/such/run"], "is not a gen3d run"),

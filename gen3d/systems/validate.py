@@ -27,10 +27,6 @@ def check_config(cfg: Text3DConfig) -> None:
     """One stage's cross-field checks that types alone cannot express (UserError on failure)."""
     if not cfg.prompt or not cfg.prompt.strip():
         raise UserError('the prompt is empty: pass --prompt "a red cube"')
-    if cfg.trainer.max_steps < 0:
-        raise UserError("trainer.max_steps must be >= 0")
-    if cfg.particles < 1:
-        raise UserError(f"--particles must be at least 1 (got {cfg.particles})")
     prior_dtype(cfg.model_dtype, torch.device("cpu"))  # UserError for an unknown model_dtype
     representation(cfg.representation).check(cfg)  # UserError for an unknown one (naming the known ones)
     for term, spec in cfg.loss.other.items():
