@@ -54,6 +54,17 @@ def bad_inputs(work: Path) -> tuple[int, int, int, list[str]]:
     return tried, one, clean, failures
 
 
+def kill_runner():
+    """bench/fault_kills.py's run_kills(workdir) -> (survived, tried), or None where that module is absent."""
+    try:
+        from bench.fault_kills import run_kills
+    except ModuleNotFoundError as err:
+        if err.name in ("bench", "bench.fault_kills"):
+            return None
+        raise
+    return run_kills
+
+
 def error_path_seconds(repo: Path, out: Path) -> tuple[float, int]:
     """Wall time of `python launch.py ... camera.height=0` in a fresh process, and its exit code."""
     t0 = time.perf_counter()
@@ -89,11 +100,8 @@ def main() -> None:
         print(f"nothing written: {clean}/{tried} ({100 * clean / tried:.0f}%)")
         for line in failures:
             print("  failed:", line)
-        try:
-            if args.no_kills:
-                raise ImportError
-            from bench.fault_kills import run_kills
-        except ImportError:
+        run_kills = None if args.no_kills else kill_runner()
+        if run_kills is None:
             print("kills: not measured")
         else:
             survived, killed = run_kills(tmp / "kills")

@@ -80,7 +80,8 @@ class Range:
         hi = ("<=", self.le) if self.le is not None else ("<", self.lt) if self.lt is not None else None
         if lo and hi:
             return f"in {'[' if lo[0] == '>=' else '('}{lo[1]}, {hi[1]}{']' if hi[0] == '<=' else ')'}"
-        return " ".join(f"{op} {v}" for op, v in (lo or hi or ("any", "value"),))
+        op, bound = lo or hi or ("any", "value")
+        return f"{op} {bound}"
 
 
 def ranged(default: Any = dataclasses.MISSING, *, factory: Callable[[], Any] | None = None, **rule: Any) -> Any:

@@ -110,6 +110,15 @@ def test_user_strings_stay_literal_through_config_yaml_resume_and_stages():
         saved = __import__("yaml").safe_load(to_yaml(cfg))  # what config.yaml holds, read as --resume does
         assert saved["prompt"] == prompt
         assert build_config(Text3DConfig, literal(saved)).prompt == prompt
+    from video.config import VideoEditConfig
+
+    args = launch.parse_args(
+        ["--config", "tuneavideo.yaml", "--edit", "${oc.env:HOME}", "--edit", "${a}", "--video", "${b}"]
+    )
+    cfg = build_config(
+        VideoEditConfig, read_yaml(resolve_config_path(args.config)), _flag_overrides(args, VideoEditConfig)
+    )
+    assert cfg.edit == ["${oc.env:HOME}", "${a}"] and cfg.video == "${b}"
 
 
 def test_steps_split_over_stages_in_proportion():
