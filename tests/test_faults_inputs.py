@@ -54,14 +54,26 @@ def test_env_interpolation_never_reaches_the_message(faults):
 
 
 def test_error_path_in_a_real_process_imports_no_heavy_stack(tmp_path):
+    """A config error, a model error found by validate, and a video error: exit 2, and Lightning,
+    diffusers, transformers and trimesh never imported (one process, the three in a row)."""
+    out = str(tmp_path / "o")
+    runs = [
+        ["--config", "dreamfusion.yaml", "--prompt", "a red cube", "camera.height=0"],
+        ["--config", "dreamfusion.yaml", "--prompt", "a red cube", "--model", str(tmp_path / "no-model")],
+        ["--config", "tuneavideo.yaml", "--prompt", "a cube", "--edit", "a red cube", "--video", "/no/such.mp4"],
+    ]
     code = (
-        "import sys, launch; rc = launch.main(['--config', 'dreamfusion.yaml', '--prompt', 'a red cube', "
-        f"'camera.height=0', '--output', {str(tmp_path / 'o')!r}]); "
-        "print(rc, sorted(m for m in ('lightning', 'diffusers', 'transformers', 'trimesh') if m in sys.modules))"
+        "import sys, launch\n"
+        f"for args in {runs!r}:\n"
+        f"    rc = launch.main(args + ['--output', {out!r}])\n"
+        "    print(rc, sorted(m for m in ('lightning', 'diffusers', 'transformers', 'trimesh') if m in sys.modules))\n"
     )
+    (tmp_path / "no-model").mkdir()
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
-    assert proc.stdout.split() == ["2", "[]"], proc.stdout + proc.stderr
-    assert proc.stderr.strip().startswith("error: config key 'camera.height'")
+    assert proc.stdout.split("\n")[:3] == ["2 []"] * 3, proc.stdout + proc.stderr
+    errors = proc.stderr.strip().splitlines()
+    assert len(errors) == 3 and all(e.startswith("error: ") for e in errors), proc.stderr
+    assert "camera.height" in errors[0] and "model_index.json" in errors[1] and "does not exist" in errors[2]
     assert not (tmp_path / "o").exists()
 
 

@@ -5,7 +5,6 @@ geometry with a `density` field (a NeRF volume) or a copy of a previous mesh sta
 
 from __future__ import annotations
 
-from gen3d.export import export_trimesh
 from gen3d.geometry.mesh import MeshGeometry
 from gen3d.render.mesh_renderer import MeshRenderer
 from gen3d.representations import Representation, register
@@ -40,6 +39,8 @@ class MeshRepresentation(Representation):
         return groups
 
     def export(self, scene, albedo_fn, out_dir, cfg, device):
+        from gen3d.export import export_trimesh  # trimesh, xatlas: on export only
+
         return export_trimesh(scene.geometry.to_trimesh(), albedo_fn, out_dir, cfg.export)
 
 

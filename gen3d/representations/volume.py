@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from gen3d.export import export_mesh
 from gen3d.geometry.implicit import ImplicitVolume
 from gen3d.render.volume import VolumeRenderer
 from gen3d.representations import Representation, register
@@ -29,6 +28,8 @@ class VolumeRepresentation(Representation):
         return terms
 
     def export(self, scene, albedo_fn, out_dir, cfg, device):
+        from gen3d.export import export_mesh  # trimesh, xatlas: on export only
+
         geo = scene.geometry
         return export_mesh(
             lambda p: geo.density(p.to(device)).float().cpu(), albedo_fn, out_dir, cfg.export, radius=geo.cfg.radius
