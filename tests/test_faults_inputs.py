@@ -154,6 +154,7 @@ def test_cli_applies_steps_to_every_stage(tmp_path, monkeypatch):
         return {}
 
     monkeypatch.setattr("gen3d.systems.runner.run_text3d", fake_run)
+    monkeypatch.setattr("gen3d.report.summary.finish_run", lambda run_dir: None)  # no run to report on
     from gen3d.cli import run_from_args
 
     root, handlers = logging.getLogger(), list(logging.getLogger().handlers)
