@@ -75,6 +75,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         metavar="KIND[:WEIGHT]",
         help="ControlVideo condition, e.g. canny or canny:0.7; repeatable",
     )
+    g.add_argument(
+        "--controlnet",
+        action="append",
+        metavar="[KIND=]PATH",
+        help="ControlVideo's ControlNet (a diffusers ControlNetModel folder or hub id) for each --control: "
+        "repeat in --control order, or name the kind: canny=PATH, canny=PATH,depth=PATH",
+    )
     g.add_argument("--frames", type=int, help="number of frames to use")
     g.add_argument("--stride", type=int, help="use every N-th frame")
     g.add_argument("--start", type=int, help="first frame to use")

@@ -30,6 +30,7 @@ FLAG_KEYS = {
     "video": "video",
     "edit": "edit",
     "control": "control",
+    "controlnet": "controlnet",
     "particles": "particles",
     "frames": "frames",
     "stride": "stride",

@@ -7,7 +7,8 @@ from gen3d.config import build_config
 from gen3d.errors import UserError
 from gen3d.utils.media import save_image, write_video
 from video.config import VideoEditConfig
-from video.control import canny_maps, parse_controls, resolve_controlnets
+from video.control import canny_maps, parse_controls
+from video.controlnets import assign_controlnets
 from video.demo import moving_shape
 from video.io import read_video
 from video.run import run_video
@@ -78,7 +79,7 @@ def test_controls():
         with pytest.raises(UserError, match=msg):
             parse_controls(bad)
     with pytest.raises(UserError, match="needs a ControlNet"):
-        resolve_controlnets(None, ["depth"], builtin_model=True)
+        assign_controlnets(None, ["depth"], builtin_model=True)
     edges = canny_maps(moving_shape(2, 48))
     assert edges.shape == (2, 3, 48, 48) and 0 < float(edges.mean()) < 0.3
 

@@ -4,7 +4,8 @@
 [F,3,H,W] in [0,1]: canny edges with kornia (`gen3d.diffusion.control.canny_maps`); depth with a
 transformers depth-estimation model folder the user has (`depth_model=PATH`). `ControlledUNet`
 wraps the (inflated) UNet with a diffusers MultiControlNetModel so every UNet call, including the
-CFG batch of `Prior.predict_noise`, gets the ControlNet residuals of its frames.
+CFG batch of `Prior.predict_noise`, gets the ControlNet residuals of its frames. Which ControlNet each
+control uses, and its checks: `video.controlnets`.
 """
 
 from __future__ import annotations
@@ -14,12 +15,10 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from gen3d.diffusion.control import CONTROLNET_DIR, canny_maps
+from gen3d.diffusion.control import canny_maps
 from gen3d.errors import UserError
-from gen3d.resources import shipped_path
 
 CONTROL_KINDS = ("canny", "depth")
-BUILTIN_CONTROLNETS = {"canny": shipped_path(CONTROLNET_DIR)}
 
 
 def parse_controls(specs: list[str]) -> list[tuple[str, float]]:
@@ -40,30 +39,6 @@ def parse_controls(specs: list[str]) -> list[tuple[str, float]]:
             raise UserError(f"--control '{kind}' is given twice")
         out.append((kind, w))
     return out
-
-
-def resolve_controlnets(controlnet: str | None, kinds: list[str], builtin_model: bool) -> dict[str, Path]:
-    """kind -> ControlNet folder. `controlnet` is one folder (one control) or 'kind=PATH,kind=PATH'."""
-    paths: dict[str, Path] = {}
-    if controlnet:
-        if "=" in controlnet:
-            for item in controlnet.split(","):
-                kind, _, p = item.partition("=")
-                paths[kind.strip().lower()] = Path(p.strip()).expanduser()
-        elif len(kinds) == 1:
-            paths[kinds[0]] = Path(controlnet).expanduser()
-        else:
-            raise UserError(f"{len(kinds)} controls need one ControlNet each: controlnet=canny=PATH,depth=PATH")
-    for kind in kinds:
-        if kind not in paths and builtin_model and kind in BUILTIN_CONTROLNETS:
-            paths[kind] = BUILTIN_CONTROLNETS[kind]
-        if kind not in paths:
-            raise UserError(
-                f"control '{kind}' needs a ControlNet: pass controlnet=PATH (a diffusers ControlNetModel folder)"
-            )
-        if not (paths[kind] / "config.json").is_file():
-            raise UserError(f"ControlNet folder '{paths[kind]}' for control '{kind}' is missing or has no config.json")
-    return {k: paths[k] for k in kinds}
 
 
 def depth_maps(frames: torch.Tensor, model_path: str | None) -> torch.Tensor:
@@ -95,20 +70,6 @@ def control_maps(kind: str, frames: torch.Tensor, cfg) -> torch.Tensor:
     if kind == "depth":
         return depth_maps(frames, cfg.depth_model)
     raise UserError(f"unknown control '{kind}'")
-
-
-def load_controlnets(paths: dict[str, Path], dtype: torch.dtype = torch.float32):
-    """Frozen ControlNetModels, in the order of `paths`."""
-    from diffusers import ControlNetModel
-
-    nets = []
-    for kind, path in paths.items():
-        try:
-            net = ControlNetModel.from_pretrained(path, torch_dtype=dtype)
-        except (OSError, ValueError) as err:
-            raise UserError(f"cannot load ControlNet '{path}' for '{kind}': {str(err).splitlines()[0]}") from None
-        nets.append(net.eval().requires_grad_(False))
-    return nets
 
 
 class ControlledUNet(nn.Module):
