@@ -142,9 +142,10 @@ def test_launch_command_line(tiny_pipeline, video, tmp_path, capsys):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("precision", ["32-true", "16-mixed"])
-def test_tuneavideo_on_cuda(tiny_pipeline, video, tmp_path, precision):
-    """Fine-tuning, inversion and sampling with source attention on the GPU (autocast for 16-mixed)."""
+@pytest.mark.parametrize("precision,dtype", [("32-true", "float32"), ("16-mixed", "auto")])
+def test_tuneavideo_on_cuda(tiny_pipeline, video, tmp_path, precision, dtype):
+    """Fine-tuning, inversion and sampling with source attention on the GPU (autocast for 16-mixed; auto:
+    a float16 prior)."""
     cfg = _cfg(
         "tuneavideo",
         tiny_pipeline,
@@ -152,6 +153,7 @@ def test_tuneavideo_on_cuda(tiny_pipeline, video, tmp_path, precision):
         tmp_path,
         "device=cuda",
         f"trainer.precision={precision}",
+        f"model_dtype={dtype}",
         "sampling.source_attention=1.0",
     )
     run_dir = tmp_path / "tav-cuda"

@@ -1,7 +1,6 @@
 """Edit metrics (video/metrics.py): CLIP text alignment with a tiny random-weight CLIP model built on the fly,
 frame consistency, and the silhouette / shape agreement of an edit with its source."""
 
-import logging
 import math
 
 import pytest
@@ -115,13 +114,23 @@ def test_clip_alignment_by_hand_long_prompt_and_printout(tiny_clip, frames, caps
     assert "text-alignment(CLIP)=" in capsys.readouterr().out
 
 
-def test_without_clip_text_alignment_is_skipped(tmp_path, frames, caplog):
-    with caplog.at_level(logging.WARNING, logger="gen3d"):
-        judge = Judge(str(tmp_path / "missing-clip"), "extern/builtin-classifier", prior=None)
-    assert judge.clip is None and "could not be loaded" in caplog.text
+def test_without_clip_text_alignment_is_skipped_and_said(tmp_path, frames, monkeypatch, capsys):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))  # no cached CLIP
+    judge = Judge(None, "extern/builtin-classifier", prior=None)
+    assert judge.clip is None and judge.judges()["clip"] is None
+    assert any("no CLIP model available locally" in n for n in judge.judges()["notes"])
     report = judge.report(frames, MATCH)
     assert "text_alignment_clip" not in report
     assert report["frame_consistency"]["embedding"] == "classifier-features"
+    _print_metrics({"judges": judge.judges(), "source": report, "edits": []})
+    assert "metrics: no CLIP model available locally: text alignment is not measured" in capsys.readouterr().out
+
+
+def test_named_clip_model_that_is_missing_is_an_error(tmp_path):
+    from gen3d.errors import UserError
+
+    with pytest.raises(UserError, match="metrics.clip_model .* not found"):
+        Judge(str(tmp_path / "missing-clip"), None, prior=None)
 
 
 def test_frame_consistency_values():

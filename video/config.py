@@ -8,6 +8,8 @@ from typing import Any, Optional
 
 from gen3d.config import DEVICES, NAME, NAME_DOC, PRECISIONS, ranged
 
+CPU_DEFAULT_SIZE = 256  # size=0 on the CPU: min(native, this); Stable Diffusion's 512 px is ~4x the work
+
 
 @dataclass
 class VideoTrainerConfig:
@@ -16,7 +18,9 @@ class VideoTrainerConfig:
     max_steps: int = ranged(300, ge=0)
     lr: float = ranged(3e-5, ge=0)
     weight_decay: float = ranged(1e-2, ge=0)
-    precision: str = ranged("32-true", choices=PRECISIONS)  # 32-true | 16-mixed | bf16-mixed
+    # auto: follows model_dtype (float32 -> 32-true, float16 -> 16-mixed, bfloat16 -> bf16-mixed); a half-precision
+    # prior needs a mixed precision (its fine-tuned parameters stay float32 under autocast)
+    precision: str = ranged("auto", choices=("auto", *PRECISIONS))  # auto | 32-true | 16-mixed | bf16-mixed
     devices: Any = 1
     gradient_checkpointing: bool = False
     checkpoint_every: int = ranged(100, ge=0)
@@ -76,8 +80,10 @@ class LocalEditConfig:
 
 @dataclass
 class MetricsConfig:
-    clip_model: Optional[str] = None  # local folder / cached hub id of a CLIP model; None: try the cache
-    classifier: str = "extern/builtin-classifier"  # builtin prior's shape/colour classifier
+    # CLIP (transformers CLIPModel) for text alignment: a local folder or a hub id (fetched on first use);
+    # None: a local Hugging Face cache hit for openai/clip-vit-large-patch14 (or -base-patch32), never the network
+    clip_model: Optional[str] = None
+    classifier: str = "extern/builtin-classifier"  # builtin prior's shape/colour classifier (builtin prior only)
 
 
 @dataclass
@@ -96,10 +102,14 @@ class VideoEditConfig:
     frames: int = ranged(8, ge=2, le=1024)  # number of frames used
     stride: int = ranged(1, ge=1)  # use every stride-th frame
     start: int = ranged(0, ge=0)  # first frame used
-    size: int = ranged(0, ge=0, le=4096)  # square working resolution in pixels (0: the prior's native size)
+    # square working resolution in pixels; 0: the prior's native size on CUDA (512 for SD 1.5 / 2.1-base, 64 for
+    # builtin), at most CPU_DEFAULT_SIZE on the CPU (video.run.working_size)
+    size: int = ranged(0, ge=0, le=4096)
     fps: float = ranged(0.0, ge=0, le=1000)  # frame rate of folder inputs (0: 8); mp4/gif keep theirs
     control: list[str] = field(default_factory=list)  # ControlVideo: "canny", "canny:0.7", "depth:0.5"
-    controlnet: Optional[str] = None  # ControlNet folder, or "canny=PATH,depth=PATH" for several controls
+    # --controlnet: a ControlNet folder / hub id, "canny=PATH", "canny=PATH,depth=PATH", or a list of those
+    # (video.controlnets); with the builtin prior canny defaults to the shipped one
+    controlnet: Any = None
     depth_model: Optional[str] = None  # transformers depth-estimation model folder (for control "depth")
     canny_low: float = ranged(0.1, ge=0, le=1)  # kornia canny thresholds (on [0,1] gradient magnitudes)
     canny_high: float = ranged(0.2, ge=0, le=1)
@@ -107,6 +117,9 @@ class VideoEditConfig:
     seed: int = ranged(33, ge=0, le=2**32 - 1 - 4096)
     output: str = ranged("outputs", pattern=r"(?s).*\S.*", doc="a folder path (not empty)")
     device: str = ranged("auto", choices=DEVICES)  # auto | cpu | cuda (also the Lightning accelerator)
+    # weights of the frozen prior (and ControlNets): auto = float16 on CUDA, float32 on the CPU; float16 is
+    # refused on the CPU (use bfloat16 there to halve the memory)
+    model_dtype: str = "auto"  # auto | float32 | float16 | bfloat16
     num_threads: int = ranged(
         0, ge=0, le=1024
     )  # torch CPU threads: 0 = auto, from the free cores (gen3d/utils/threads.py)

@@ -1,5 +1,11 @@
 """Edit quality: frame consistency, text alignment (CLIP when available locally), and, with the
-builtin prior, the project's shape/colour classifier on the edited frames.
+builtin prior only, the project's shape/colour classifier on the edited frames.
+
+Which judges a run has is stated in metrics.json (`judges`) and in the printed summary: CLIP is
+`metrics.clip_model` (a folder, or a hub id fetched on first use), else a local Hugging Face cache hit of
+DEFAULT_CLIPS (never the network); without one, text alignment is not measured and the output says so.
+The classifier knows only the builtin prior's five shapes and six colours: its colour / shape accuracy is
+meaningless on Stable Diffusion edits and is reported for the builtin prior only.
 
 Frame consistency is the mean cosine similarity of image embeddings of consecutive frames and
 of all frame pairs; the embedding used is named in the result ("clip", "classifier-features"
@@ -14,16 +20,25 @@ whose classified shape equals the source frame's (the classifier's error on the 
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import re
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from gen3d.diffusion.token_budget import warn_if_truncated
+from gen3d.errors import UserError
 from gen3d.resources import shipped_path
 
 log = logging.getLogger("gen3d")
-DEFAULT_CLIP = "openai/clip-vit-base-patch32"
+DEFAULT_CLIPS = ("openai/clip-vit-large-patch14", "openai/clip-vit-base-patch32")  # tried in the local cache
+NO_CLIP = (
+    "no CLIP model available locally: text alignment is not measured (set metrics.clip_model=PATH or a hub id, "
+    "or put openai/clip-vit-large-patch14 in the Hugging Face cache)"
+)
+NO_CLASSIFIER = "colour / shape accuracy: builtin prior only (its classifier knows only the builtin shapes)"
 
 
 def frame_consistency(emb: torch.Tensor) -> dict:
@@ -75,14 +90,23 @@ def source_agreement(
 class Judge:
     """Loads whatever evaluation models exist locally, once per run."""
 
-    def __init__(self, clip_model: str | None, classifier: str, prior):
+    def __init__(self, clip_model: str | None, classifier: str | None, prior):
+        """classifier: the builtin classifier's folder, None for other priors (see module doc)."""
         self.prior, self.clip, self.classifier = prior, None, None
-        self.clip = _load_clip(clip_model)
-        path = shipped_path(classifier)
-        if (path / "model.safetensors").is_file():
+        self.clip_name, self.clip = _load_clip(clip_model)
+        path = None if classifier is None else shipped_path(classifier)
+        if path is not None and (path / "model.safetensors").is_file():
             from gen3d.prior.evaluate import load_classifier
 
             self.classifier = load_classifier(path)
+        self.classifier_path = str(path) if self.classifier is not None else None
+
+    def judges(self) -> dict:
+        """What measured this run (metrics.json `judges`), with a plain note for each judge that is absent."""
+        notes = [] if self.clip is not None else [NO_CLIP]
+        if self.classifier is None:
+            notes.append(NO_CLASSIFIER)
+        return {"clip": self.clip_name, "classifier": self.classifier_path, "notes": notes}
 
     @torch.no_grad()
     def embed(self, frames: torch.Tensor) -> tuple[str, torch.Tensor]:
@@ -110,6 +134,7 @@ class Judge:
             return None
         model, proc = self.clip
         img = self.embed(frames)[1] if image_emb is None else image_emb
+        warn_if_truncated(proc.tokenizer, prompt)
         tokens = proc(text=[prompt], return_tensors="pt", padding=True, truncation=True)  # long prompts: cut
         txt = _pooled(model.get_text_features(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]))
         return float((F.normalize(img.float(), dim=-1) @ F.normalize(txt.float(), dim=-1).T).mean())
@@ -156,15 +181,51 @@ def _pooled(out) -> torch.Tensor:
     return out if torch.is_tensor(out) else out.pooler_output
 
 
-def _load_clip(name: str | None):
-    """(CLIPModel, CLIPProcessor) from a local folder or the hub cache; None when unavailable."""
-    try:
-        from transformers import CLIPModel, CLIPProcessor
-
-        src = name or DEFAULT_CLIP
-        model = CLIPModel.from_pretrained(src, local_files_only=True).eval()
-        return model, CLIPProcessor.from_pretrained(src, local_files_only=True)
-    except Exception:
-        if name:
-            log.warning("CLIP model '%s' could not be loaded; text alignment is skipped", name)
+def check_clip_model(name: str | None) -> Path | None:
+    """metrics.clip_model -> its local folder (a hub id is fetched on first use); UserError when it is not a
+    CLIP model folder. None: not set."""
+    if not name:
         return None
+    path = Path(name).expanduser()
+    if not path.exists():
+        from gen3d.diffusion.hub import fetch, is_hub_id
+
+        if not is_hub_id(name):
+            raise UserError(f"metrics.clip_model '{name}' not found: neither a local folder nor a hub id")
+        path = fetch(name)
+    try:
+        kind = json.loads((path / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError):
+        raise UserError(f"metrics.clip_model '{name}' has no readable config.json (a transformers CLIPModel)") from None
+    if kind != "clip":
+        raise UserError(f"metrics.clip_model '{name}' is not a CLIP model: its config.json says model_type {kind!r}")
+    return path
+
+
+def _cached_clip() -> tuple[str, Path] | None:
+    """(hub id, snapshot folder) of the first of DEFAULT_CLIPS in the local Hugging Face cache (no network)."""
+    from gen3d.diffusion.hub import cached_snapshot
+
+    for repo in DEFAULT_CLIPS:
+        snap = cached_snapshot(repo)
+        if snap is not None and (snap / "config.json").is_file():
+            return repo, snap
+    return None
+
+
+def _load_clip(name: str | None):
+    """(name, (CLIPModel, CLIPProcessor)) from metrics.clip_model or the local cache; (None, None) when none."""
+    from transformers import CLIPModel, CLIPProcessor
+
+    found = (name, check_clip_model(name)) if name else _cached_clip()
+    if found is None:
+        return None, None
+    label, src = found
+    try:
+        model = CLIPModel.from_pretrained(src, local_files_only=True).eval()
+        return label, (model, CLIPProcessor.from_pretrained(src, local_files_only=True))
+    except (OSError, ValueError) as err:
+        if name:  # checked in validate: a folder that looks right but does not load
+            raise UserError(f"cannot load metrics.clip_model '{name}': {str(err).splitlines()[0]}") from None
+        log.warning("the cached CLIP model '%s' does not load (%s); text alignment is skipped", src, err)
+        return None, None

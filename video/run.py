@@ -10,6 +10,7 @@ Every file is written atomically; metrics.json is written last.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import re
@@ -23,21 +24,36 @@ from gen3d.diffusion.prior import load_prior
 from gen3d.diffusion.prompts import cached_text_embeddings
 from gen3d.errors import UserError
 from gen3d.utils.atomic import write_text_atomic
-from gen3d.utils.device import resolve_accelerator
+from gen3d.utils.device import DTYPES, resolve_accelerator
 from gen3d.utils.distributed import global_rank
 from gen3d.utils.media import save_image, write_video
 from gen3d.utils.progress import record_stage_time
 from video.blend import compose, make_blend, pixel_mask, read_mask
-from video.config import VideoEditConfig
-from video.control import ControlledUNet, control_maps, load_controlnets, parse_controls, resolve_controlnets
+from video.config import CPU_DEFAULT_SIZE, VideoEditConfig
+from video.control import ControlledUNet, control_maps, parse_controls
+from video.controlnets import load_controlnets, resolve_controlnets
 from video.ddim import ddim_edit, ddim_invert, make_eps
 from video.inflate import inflate, select_trainable
 from video.io import read_video
 from video.metrics import Judge
 from video.tune import VideoTuner, fine_tune, load_trainable
-from video.validate import is_builtin, validate
+from video.validate import is_builtin, run_settings, validate
 
 log = logging.getLogger("gen3d")
+
+
+def working_size(cfg: VideoEditConfig, native: int, device: torch.device) -> int:
+    """--size, or (size=0) the prior's native size on CUDA and at most CPU_DEFAULT_SIZE on the CPU."""
+    if cfg.size:
+        return cfg.size
+    return native if device.type == "cuda" else min(native, CPU_DEFAULT_SIZE)
+
+
+def resolved(cfg: VideoEditConfig, size: int, dtype: torch.dtype, precision: str) -> VideoEditConfig:
+    """The config as run (config.yaml): the working size, dtype and precision that `auto` / 0 stood for."""
+    name = next(k for k, v in DTYPES.items() if v == dtype)
+    trainer = dataclasses.replace(cfg.trainer, precision=precision)
+    return dataclasses.replace(cfg, size=size, model_dtype=name, trainer=trainer)
 
 
 def model_prompt(prior, text: str) -> str:
@@ -69,6 +85,9 @@ def build_model(cfg: VideoEditConfig, prior, frames: torch.Tensor, run_dir: Path
     inf = cfg.inflation
     unet = inflate(prior.unet, inf.spatial, inf.temporal, inf.key_frame)
     names = select_trainable(unet, inf.trainable)
+    for p in unet.parameters():  # under a half-precision prior the fine-tuned weights (and AdamW) stay float32
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()
     log.info(
         "fine-tuning %d tensors (%.2fM parameters)",
         len(names),
@@ -77,7 +96,8 @@ def build_model(cfg: VideoEditConfig, prior, frames: torch.Tensor, run_dir: Path
     controls = parse_controls(cfg.control)
     if not controls:
         return unet
-    paths = resolve_controlnets(cfg.controlnet, [k for k, _ in controls], is_builtin(cfg.model))
+    kinds = [k for k, _ in controls]
+    paths = resolve_controlnets(cfg.controlnet, kinds, prior.path, cfg.model, is_builtin(cfg.model))
     nets = [
         inflate(n, inf.spatial, "none", inf.key_frame).to(prior.device) for n in load_controlnets(paths, prior.dtype)
     ]
@@ -90,11 +110,11 @@ def build_model(cfg: VideoEditConfig, prior, frames: torch.Tensor, run_dir: Path
     return ControlledUNet(unet, nets, conds, [w for _, w in controls])
 
 
-def _autocast(cfg: VideoEditConfig, device: torch.device):
-    p = str(cfg.trainer.precision)
-    if device.type != "cuda" or not p.endswith("mixed"):
+def _autocast(precision: str, device: torch.device):
+    """Sampling under the fine-tuning's mixed precision (a half-precision prior with float32 fine-tuned weights)."""
+    if not precision.endswith("mixed"):
         return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=torch.bfloat16 if p.startswith("bf16") else torch.float16)
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision.startswith("bf16") else torch.float16)
 
 
 def write_edit(run_dir: Path, i: int, source: torch.Tensor, edited: torch.Tensor, fps: float) -> dict:
@@ -121,9 +141,19 @@ def run_video(cfg: VideoEditConfig, run_dir: Path, resume: Path | None = None, e
     resume = resume or (last if last.is_file() else None)  # --resume RUN_DIR continues its fine-tuning
     L.seed_everything(cfg.seed + rank, workers=True, verbose=False)
     accelerator = resolve_accelerator(cfg)
-    device = torch.device("cuda" if accelerator in ("cuda", "gpu") else "cpu")
-    prior = load_prior(cfg.model, device)
-    size = cfg.size or prior.image_size
+    device, dtype, precision = run_settings(cfg)
+    prior = load_prior(cfg.model, device, dtype)
+    size = working_size(cfg, prior.image_size, device)
+    cfg = resolved(cfg, size, dtype, precision)
+    log.info(
+        "prior %s in %s on %s, frames at %d px (native %d px), trainer.precision=%s",
+        cfg.model,
+        cfg.model_dtype,
+        device.type,
+        size,
+        prior.image_size,
+        precision,
+    )
     clip = read_video(cfg.video, cfg.frames, cfg.stride, cfg.start, size, cfg.fps)
     frames = clip.frames.to(device)
     latents = encode_frames(prior, frames)
@@ -151,13 +181,13 @@ def run_video(cfg: VideoEditConfig, run_dir: Path, resume: Path | None = None, e
     model = tuner.model.to(device).eval()
     t0 = time.perf_counter()
     s = cfg.sampling
-    with _autocast(cfg, device):
+    with _autocast(precision, device):
         trajectory = [] if s.invert and s.exact_inversion else None
         if s.invert:
             x_t = ddim_invert(make_eps(prior, model, src_emb), latents, prior, s.inversion_steps, trajectory)
             decoded_source = prior.decode_latents(latents).float().cpu()
-        judge = Judge(cfg.metrics.clip_model, cfg.metrics.classifier, prior)
-        metrics = {"source": judge.report(frames.cpu(), cfg.prompt), "edits": []}
+        judge = Judge(cfg.metrics.clip_model, cfg.metrics.classifier if is_builtin(cfg.model) else None, prior)
+        metrics = {"judges": judge.judges(), "source": judge.report(frames.cpu(), cfg.prompt), "edits": []}
         write_video(run_dir / "source.mp4", frames.permute(0, 2, 3, 1).cpu(), fps=clip.fps)
         for i, (text, e) in enumerate(zip(cfg.edit, edit_embs)):
             if not s.invert:
@@ -202,6 +232,11 @@ def run_video(cfg: VideoEditConfig, run_dir: Path, resume: Path | None = None, e
 
 
 def _print_metrics(metrics: dict) -> None:
+    judges = metrics.get("judges") or {}
+    if judges.get("clip"):
+        print(f"metrics: text alignment by CLIP '{judges['clip']}'", flush=True)
+    for note in judges.get("notes", []):
+        print(f"metrics: {note}", flush=True)
     for label, m in [("source", metrics["source"])] + [(f"edit-{i}", m) for i, m in enumerate(metrics["edits"])]:
         fc = m["frame_consistency"]
         line = (
