@@ -213,3 +213,25 @@ def test_clip_model_that_is_not_clip_is_one_line(tiny_pipeline, video, tmp_path,
     out = tmp_path / "o"
     code = launch_video("tuneavideo.yaml", tiny_pipeline, video, out, f"metrics.clip_model={tiny_pipeline / 'unet'}")
     one_line_error(code, capsys, out, "metrics.clip_model", "config.json")
+
+
+def test_controlnet_hub_id_is_fetched_on_first_use(tiny_pipeline, controlnet, tmp_path, monkeypatch):
+    """--controlnet org/name: downloaded from a fake hub on 127.0.0.1 into the Hugging Face cache, then
+    checked like a folder; offline, a ControlNet that is not cached is one line naming the fetch command."""
+    from huggingface_hub import constants
+
+    from tests.fake_hub import FakeHub
+    from video.controlnets import resolve_controlnets
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("GEN3D_HUB_TIMEOUT", "3")
+    with FakeHub() as fake:
+        fake.add_folder("org/tiny-controlnet-canny", controlnet)
+        monkeypatch.setenv("HF_ENDPOINT", fake.url)
+        paths = resolve_controlnets(["org/tiny-controlnet-canny"], ["canny"], tiny_pipeline, "tiny", False)
+    assert paths["canny"].is_relative_to(tmp_path / "cache") and (paths["canny"] / "config.json").is_file()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError, match="python -m gen3d.diffusion.hub org/other-controlnet"):
+        resolve_controlnets(["org/other-controlnet"], ["canny"], tiny_pipeline, "tiny", False)
