@@ -116,7 +116,7 @@ PAPER = {
 }
 REDUCED = {
     "prolificdreamer": "nerf stage at 64 px only: its 512 px phase (steps 5000-25000 in threestudio) renders "
-    "262144 rays x 512 samples per step, ~10^8 hash-grid samples, beyond this machine's 23 GB in PyTorch",
+    "262144 rays x 512 samples per step (64x the 64 px phase's samples), beyond a 23 GB CPU machine in PyTorch",
 }
 STAGE_LINE = re.compile(r"(\S+ \S+) stage (\S+): (training|resuming)")
 STEP_LINE = re.compile(r"(\S+ \S+) \[(\S+)\] step (\d+)")
@@ -134,6 +134,22 @@ def build_model(path: Path) -> None:
     t = time.time()
     write_pipeline("sd21-base", path, width="full", weights="safetensors")
     print(f"  built in {time.time() - t:.0f} s", flush=True)
+
+
+def parameter_counts(model: Path) -> str:
+    """Parameters per component, from the safetensors headers (no weights loaded)."""
+    import math
+
+    from safetensors import safe_open
+
+    parts = []
+    for comp in ("unet", "vae", "text_encoder"):
+        n = 0
+        for f in sorted((model / comp).glob("*.safetensors")):
+            with safe_open(str(f), "pt") as st:
+                n += sum(math.prod(st.get_slice(k).get_shape()) for k in st.keys())
+        parts.append(f"{comp} {n / 1e6:.1f} M")
+    return ", ".join(parts)
 
 
 def rss_mib(pid: int) -> float:
@@ -228,6 +244,7 @@ def main() -> None:
         f"{os.cpu_count()} cores, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}",
         flush=True,
     )
+    print(f"model {a.model}: {parameter_counts(a.model)} parameters", flush=True)
     out = Path(tempfile.mkdtemp(prefix="gen3d-sd-smoke-"))
     for method in a.methods:
         r = run_method(method, a.model, out, a.steps, a.as_configured)
