@@ -34,7 +34,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--config", help="YAML config: a path, or a file name inside configs/ (e.g. dreamfusion.yaml)")
     p.add_argument("--prompt", help='text prompt, e.g. "a red cube"')
     p.add_argument(
-        "--model", help="diffusion prior: 'builtin', a local diffusers folder, or a hub id in the local cache"
+        "--model",
+        help="diffusion prior: 'builtin', a local diffusers folder, or a hub id (downloaded on first use)",
     )
     p.add_argument("--seed", type=int, help="random seed (each process uses seed + rank)")
     p.add_argument("--steps", type=int, help="training steps (trainer.max_steps)")
