@@ -185,7 +185,9 @@ def run_method(method: str, model: Path, out: Path, steps: int, as_configured: b
     ]
     samples: list[tuple[float, float]] = []
     t0 = time.time()
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    err_file = out / f"{method}.stderr"  # a file, not a pipe: the run survives this process being stopped
+    with open(err_file, "w") as err:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
     stop = threading.Event()
 
     def sample() -> None:
@@ -195,12 +197,12 @@ def run_method(method: str, model: Path, out: Path, steps: int, as_configured: b
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    _, err = proc.communicate()
+    proc.wait()
     stop.set()
     sampler.join()
     wall = time.time() - t0
     if proc.returncode != 0:
-        return {"method": method, "error": (err.strip().splitlines() or ["?"])[-1], "wall": wall}
+        return {"method": method, "error": (err_file.read_text().strip().splitlines() or ["?"])[-1], "wall": wall}
     log = next((out / method).glob("*/log.txt")).read_text()
     return {"method": method, "wall": wall, "stages": per_stage(log, samples), "peak": max(r for _, r in samples)}
 

@@ -138,6 +138,9 @@ def test_video_on_each_layout(config, name, layouts, tmp_path):
         "sampling.steps=2",
         "sampling.inversion_steps=2",
         "frames=2",
+        "size=0",  # the per-device default: the layout's native size on the CPU
+        "trainer.precision=auto",
+        "trainer.gradient_checkpointing=false",
     ]
     if config == "controlvideo":  # a ControlNet of the prior's layout, as lllyasviel/sd-controlnet-canny holds it
         weights = folder_weights(model, "unet", prefer_fp16=False).load_kwargs()

@@ -21,6 +21,9 @@ from video.metrics import Judge
 from video.run import working_size
 
 TINY = [
+    "size=0",  # the per-device default (configs may name the paper's 512)
+    "trainer.precision=auto",
+    "trainer.gradient_checkpointing=false",
     "trainer.max_steps=1",
     "trainer.checkpoint_every=1",
     "sampling.steps=2",

@@ -111,10 +111,12 @@ def build_model(cfg: VideoEditConfig, prior, frames: torch.Tensor, run_dir: Path
 
 
 def _autocast(precision: str, device: torch.device):
-    """Sampling under the fine-tuning's mixed precision (a half-precision prior with float32 fine-tuned weights)."""
+    """Sampling under the fine-tuning's mixed precision (a half-precision prior with float32 fine-tuned weights);
+    on the CPU autocast is bfloat16, as Lightning's mixed precision is there."""
     if not precision.endswith("mixed"):
         return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16 if precision.startswith("bf16") else torch.float16)
+    half = torch.bfloat16 if precision.startswith("bf16") or device.type == "cpu" else torch.float16
+    return torch.autocast(device.type, dtype=half)
 
 
 def write_edit(run_dir: Path, i: int, source: torch.Tensor, edited: torch.Tensor, fps: float) -> dict:
