@@ -3,7 +3,7 @@ Stable Diffusion 2.1-base's exact shapes (random weights: UNet 865.9 M, VAE 83.7
 encoder 340.4 M parameters), on the CPU. It proves that the paper-scale settings run end to end at full
 width (every stage trains, hands on, exports); it does not measure speed worth quoting.
 
-    OMP_NUM_THREADS=1 nice python bench/bench_sd_smoke.py [--model DIR] [--steps 3] [--methods ...]
+    OMP_NUM_THREADS=1 nice python bench/bench_sd_smoke.py [--model DIR] [--steps 3] [--methods ...] [-- ARGS]
 
 --model: a Stable-Diffusion-2.1-base-shaped pipeline folder; built with random weights when missing
 (`gen3d.diffusion.random_pipelines.write_pipeline("sd21-base", DIR, width="full")`: ~5 GB on disk, 50 s).
@@ -162,7 +162,7 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
-def run_method(method: str, model: Path, out: Path, steps: int, as_configured: bool) -> dict:
+def run_method(method: str, model: Path, out: Path, steps: int, as_configured: bool, more: list[str]) -> dict:
     extra = [] if as_configured else [o.replace("{steps}", str(steps)) for o in PAPER[method]]
     if as_configured:
         extra.append(f"trainer.max_steps={steps}")  # single-stage configs; staged ones keep theirs (see doc)
@@ -182,6 +182,7 @@ def run_method(method: str, model: Path, out: Path, steps: int, as_configured: b
         "model_dtype=float32",
         *SMALL_OUTPUTS,
         *extra,
+        *more,
     ]
     samples: list[tuple[float, float]] = []
     t0 = time.time()
@@ -238,6 +239,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--methods", nargs="*", default=list(PAPER))
     p.add_argument("--as-configured", action="store_true", help="run configs/*.yaml without the PAPER overrides")
+    p.add_argument("more", nargs="*", help="further launch.py arguments, e.g. --stage texture --from RUN_DIR")
     a = p.parse_args()
     if not (a.model / "model_index.json").is_file():
         build_model(a.model)
@@ -249,7 +251,7 @@ def main() -> None:
     print(f"model {a.model}: {parameter_counts(a.model)} parameters", flush=True)
     out = Path(tempfile.mkdtemp(prefix="gen3d-sd-smoke-"))
     for method in a.methods:
-        r = run_method(method, a.model, out, a.steps, a.as_configured)
+        r = run_method(method, a.model, out, a.steps, a.as_configured, a.more)
         if "error" in r:
             print(f"{method}: FAILED after {r['wall']:.0f} s: {r['error']}", flush=True)
             continue
