@@ -110,8 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted; checkpoints written so far are kept (resume with --resume)", file=sys.stderr)
+    except KeyboardInterrupt as err:  # gen3d.reliability.interrupt.Interrupted says how to resume
+        print(str(err) or "interrupted; checkpoints written so far are kept (resume with --resume)", file=sys.stderr)
         return 130
     return 0
 

@@ -13,10 +13,11 @@ from pathlib import Path
 from gen3d.config import NAME, NAME_DOC, build_config, literal, read_yaml, resolve_config_path
 from gen3d.errors import UserError
 from gen3d.methods import METHOD_ALIASES, SYSTEMS, system_of
+from gen3d.reliability.versions import check_torch_version
 from gen3d.systems.stages import with_steps
-from gen3d.utils.distributed import device_overrides, global_rank, inherited_run_dir, share_run_dir
+from gen3d.utils.distributed import device_overrides, global_rank, inherited_run_dir, release_run_dir, share_run_dir
 from gen3d.utils.loggers import check_loggers
-from gen3d.utils.rundir import check_writable, new_run_dir, slugify
+from gen3d.utils.rundir import check_writable, new_run_dir, refuse_links_outside, runs_of_prompt
 from gen3d.utils.threads import apply_thread_policy, processes_per_node
 
 # command-line flag -> config key (applied only when the config has that key)
@@ -47,7 +48,8 @@ def _load(ref: str):
 def _call(fn, *args, **kwargs):
     """Call fn with the keyword options it accepts; options it does not know are a UserError."""
     accepted = inspect.signature(fn).parameters
-    unknown = [k for k, v in kwargs.items() if k not in accepted and v is not None and k != "run_dir"]
+    implied = ("run_dir", "resume", "export_only")  # what a function may take, never a user error
+    unknown = [k for k, v in kwargs.items() if k not in accepted and v is not None and k not in implied]
     if unknown:
         flag = {"from_run": "--from"}.get(unknown[0], f"--{unknown[0]}")
         raise UserError(f"{flag} does not apply to this config")
@@ -110,9 +112,7 @@ def _find_resume(arg: str, yaml_cfg: dict, args: argparse.Namespace) -> tuple[Pa
         name = yaml_cfg.get("name") or yaml_cfg.get("system")
         prompt = args.prompt or yaml_cfg.get("prompt") or ""
         root = Path(args.output or yaml_cfg.get("output") or "outputs") / str(name)
-        slug = slugify(prompt)
-        runs = [d for d in root.glob(f"{slug}*") if (d / "config.yaml").is_file()] if root.is_dir() else []
-        runs = [d for d in runs if d.name == slug or d.name[len(slug) :].lstrip("-").isdigit()]
+        runs = runs_of_prompt(root, prompt)  # only runs of exactly this prompt (slugs may collide)
         if not runs:
             raise UserError(f"--resume: no run found under {root} for prompt '{prompt}'")
         return max(runs, key=lambda d: d.stat().st_mtime), None
@@ -125,14 +125,16 @@ def _find_resume(arg: str, yaml_cfg: dict, args: argparse.Namespace) -> tuple[Pa
     return run_dir, (path if path.is_file() else None)
 
 
-def _add_log_file(run_dir: Path) -> None:
+def _add_log_file(run_dir: Path) -> logging.Handler:
     handler = logging.FileHandler(run_dir / "log.txt")
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     logging.getLogger().addHandler(handler)
+    return handler
 
 
 def run_from_args(args: argparse.Namespace) -> dict:
     check_args(args)
+    check_torch_version()
     resume = run_dir = None
     if args.config:
         yaml_cfg = read_yaml(resolve_config_path(args.config))
@@ -167,7 +169,7 @@ def run_from_args(args: argparse.Namespace) -> dict:
     check_name(getattr(cfg, "name", system))
     options = {k: v for k, v in (("stage", args.stage), ("from_run", args.from_run)) if v is not None}
     if validate_ref:
-        _call(_load(validate_ref), cfg, run_dir=run_dir, **options)
+        _call(_load(validate_ref), cfg, run_dir=run_dir, resume=resume, export_only=args.export_only, **options)
     if args.export_only and run_dir is None:
         raise UserError("--export-only needs --resume PATH (a run directory or a checkpoint)")
     check_loggers(getattr(cfg, "logger", None))
@@ -178,13 +180,22 @@ def run_from_args(args: argparse.Namespace) -> dict:
     if run_dir is None:
         check_writable(method_root)
         run_dir = new_run_dir(method_root.parent, method_root.name, getattr(cfg, "prompt", "") or "run")
+    else:
+        refuse_links_outside(run_dir)  # a resumed run writes nothing through links leaving it
     share_run_dir(run_dir, method_root)
-    if global_rank() == 0:
-        _add_log_file(run_dir)
-        logging.getLogger("gen3d").info("run directory: %s", run_dir)
-    result = _call(_load(run_ref), cfg, run_dir, resume, args.export_only, **options)
-    if global_rank() == 0:
-        from gen3d.report.summary import finish_run
+    handler = None
+    try:
+        if global_rank() == 0:
+            handler = _add_log_file(run_dir)
+            logging.getLogger("gen3d").info("run directory: %s", run_dir)
+        result = _call(_load(run_ref), cfg, run_dir, resume, args.export_only, **options)
+        if global_rank() == 0:
+            from gen3d.report.summary import finish_run
 
-        finish_run(run_dir)  # report.html and the few lines saying where everything is
-    return result
+            finish_run(run_dir)  # report.html and the few lines saying where everything is
+        return result
+    finally:
+        release_run_dir(method_root)
+        if handler is not None:  # the run's log.txt is closed when it ends (several runs in one process)
+            logging.getLogger().removeHandler(handler)
+            handler.close()

@@ -24,6 +24,9 @@ class VideoTrainerConfig:
     devices: Any = 1
     gradient_checkpointing: bool = False
     checkpoint_every: int = ranged(100, ge=0)
+    keep_checkpoints: int = ranged(
+        2, ge=0
+    )  # step-*.ckpt files kept (the newest; fine-tuned weights + AdamW state); 0: all
     log_every: int = ranged(25, ge=0)
 
 

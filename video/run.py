@@ -23,6 +23,7 @@ from gen3d.config import to_yaml
 from gen3d.diffusion.prior import load_prior
 from gen3d.diffusion.prompts import cached_text_embeddings
 from gen3d.errors import UserError
+from gen3d.reliability import lineage
 from gen3d.utils.atomic import write_text_atomic
 from gen3d.utils.device import DTYPES, resolve_accelerator
 from gen3d.utils.distributed import global_rank
@@ -36,7 +37,7 @@ from video.ddim import ddim_edit, ddim_invert, make_eps
 from video.inflate import inflate, select_trainable
 from video.io import read_video
 from video.metrics import Judge
-from video.tune import VideoTuner, fine_tune, load_trainable
+from video.tune import VideoTuner, check_trainable, fine_tune, load_trainable
 from video.validate import is_builtin, run_settings, validate
 
 log = logging.getLogger("gen3d")
@@ -139,8 +140,12 @@ def run_video(cfg: VideoEditConfig, run_dir: Path, resume: Path | None = None, e
 
     run_dir = Path(run_dir)
     rank = global_rank()
-    last = run_dir / "ckpts" / "last.ckpt"
-    resume = resume or (last if last.is_file() else None)  # --resume RUN_DIR continues its fine-tuning
+    ckpt_dirs = [("main", run_dir / "ckpts")]
+    # --resume RUN_DIR continues the newest loadable checkpoint; an older one branches (gen3d.reliability.lineage)
+    states, archive = lineage.plan(ckpt_dirs, Path(resume) if resume else None, export_only)
+    saved = states["main"]
+    if export_only and saved is None:
+        raise UserError("--export-only needs --resume PATH (a run directory or a checkpoint)")
     L.seed_everything(cfg.seed + rank, workers=True, verbose=False)
     accelerator = resolve_accelerator(cfg)
     device, dtype, precision = run_settings(cfg)
@@ -164,17 +169,19 @@ def run_video(cfg: VideoEditConfig, run_dir: Path, resume: Path | None = None, e
     emb = cached_text_embeddings(prior, prompts, cfg.cache_dir)  # [2 + n_edits, L, D]
     src_emb, edit_embs, neg_emb = emb[:1], emb[1:-1], emb[-1:]
 
-    if rank == 0:
-        write_text_atomic(run_dir / "config.yaml", to_yaml(cfg))
     model = build_model(cfg, prior, frames, run_dir if rank == 0 else None)
     tuner = VideoTuner(model, latents, src_emb, prior.scheduler, cfg.trainer.lr, cfg.trainer.weight_decay)
+    if saved is not None:
+        check_trainable(tuner, saved)  # before config.yaml changes: a failed resume leaves the run as it was
+    if rank == 0:
+        lineage.tidy(ckpt_dirs)
+        lineage.archive_files(run_dir, archive, states)
+        write_text_atomic(run_dir / "config.yaml", to_yaml(cfg))
     if export_only:
-        if resume is None:
-            raise UserError("--export-only needs --resume PATH (a run directory or a checkpoint)")
-        load_trainable(tuner, resume)
+        load_trainable(tuner, saved)
         is_zero = True
     else:
-        trainer = fine_tune(tuner, cfg, run_dir, accelerator, resume)
+        trainer = fine_tune(tuner, cfg, run_dir, accelerator, saved)
         is_zero = trainer.is_global_zero
     result = {"run_dir": str(run_dir), "first_loss": tuner.first_loss, "last_loss": tuner.last_loss, "edits": []}
     if not is_zero:

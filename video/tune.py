@@ -10,14 +10,20 @@ they go into checkpoints (the frozen 2D weights are re-read from the prior's fol
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback
 
 from gen3d.diffusion.noise import add_noise, training_target
+from gen3d.errors import UserError
+from gen3d.reliability.checkpoint_io import AtomicCheckpointIO, load_checkpoint_or_fail
+from gen3d.reliability.checkpoints import RunCheckpoints, State
+from gen3d.reliability.interrupt import StopRequest
+from gen3d.reliability.lineage import fits
 from gen3d.utils.distributed import exclude_from_ddp, log_parameter_sync, parallel_trainer_kwargs
 from gen3d.utils.loggers import ExperimentLogs
 from gen3d.utils.progress import stage_callbacks
@@ -110,24 +116,19 @@ class _Steps(torch.utils.data.Dataset):
         return i
 
 
-def make_trainer(cfg: VideoEditConfig, run_dir: Path, accelerator: str) -> L.Trainer:
-    t = cfg.trainer
-    ckpt = ModelCheckpoint(
-        dirpath=run_dir / "ckpts",
-        filename="step-{step:06d}",
-        every_n_train_steps=t.checkpoint_every,
-        save_top_k=-1,
-        save_last=True,
-        auto_insert_metric_name=False,
-    )
+def make_trainer(cfg: VideoEditConfig, checkpoints: RunCheckpoints, accelerator: str) -> L.Trainer:
+    """checkpoints: the run's checkpoint callback (last: the RNG state it saves is the one after the others)."""
+    t, run_dir = cfg.trainer, checkpoints.dir.parent
     return L.Trainer(
         max_steps=t.max_steps,
         max_epochs=-1,
         accelerator=accelerator,
         **parallel_trainer_kwargs(t.devices),
         precision=t.precision,
-        callbacks=[ckpt, StepLog(t.log_every), *stage_callbacks("fine-tune", run_dir)],
+        callbacks=[StepLog(t.log_every), *stage_callbacks("fine-tune", run_dir), checkpoints],  # checkpoints last
+        plugins=[AtomicCheckpointIO()],
         logger=ExperimentLogs(cfg.logger, run_dir, "main").trainer_logger(),
+        enable_checkpointing=False,  # RunCheckpoints: one lineage, the newest `keep_checkpoints` files
         default_root_dir=str(run_dir),
         num_sanity_val_steps=0,
         limit_val_batches=0,
@@ -136,30 +137,51 @@ def make_trainer(cfg: VideoEditConfig, run_dir: Path, accelerator: str) -> L.Tra
     )
 
 
+def checkpoint_megabytes(tuner: VideoTuner) -> float:
+    """About the size of one checkpoint: the fine-tuned weights and AdamW's two moments."""
+    trainable = [p for p in tuner.parameters() if p.requires_grad]
+    return sum(p.numel() * (p.element_size() + 2 * 4) for p in trainable) / 2**20
+
+
 def fine_tune(
-    tuner: VideoTuner, cfg: VideoEditConfig, run_dir: Path, accelerator: str, resume: Path | None
+    tuner: VideoTuner, cfg: VideoEditConfig, run_dir: Path, accelerator: str, resume: State | None
 ) -> L.Trainer:
-    """Run the Lightning fit (resumable from a checkpoint written by it)."""
+    """Run the Lightning fit (resumable from a checkpoint written by it). Ctrl-C: save, then Interrupted."""
     if cfg.trainer.gradient_checkpointing:
         for m in tuner.modules():
             if hasattr(m, "enable_gradient_checkpointing") and hasattr(m, "_supports_gradient_checkpointing"):
                 if m._supports_gradient_checkpointing:
                     m.enable_gradient_checkpointing()
-    trainer = make_trainer(cfg, run_dir, accelerator)
-    loader = torch.utils.data.DataLoader(_Steps(max(cfg.trainer.max_steps, 1) * trainer.world_size), batch_size=1)
-    trainer.fit(tuner, loader, ckpt_path=str(resume) if resume else None)
+    t = cfg.trainer
+    stop = StopRequest(run_dir)
+    checkpoints = RunCheckpoints(run_dir / "ckpts", t.checkpoint_every, t.keep_checkpoints, stop)
+    log.info(
+        "checkpoints: about %.1f MB each, the newest %s kept",
+        checkpoint_megabytes(tuner),
+        t.keep_checkpoints if t.keep_checkpoints > 0 else "all",
+    )
+    trainer = make_trainer(cfg, checkpoints, accelerator)
+    loader = torch.utils.data.DataLoader(_Steps(max(t.max_steps, 1) * trainer.world_size), batch_size=1)
+    with stop.installed(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended")
+        trainer.fit(tuner, loader, ckpt_path=str(resume.path) if resume is not None else None, weights_only=True)
+    if checkpoints.interrupted_at is not None:
+        raise stop.interrupted(checkpoints.interrupted_at, checkpoints.last_saved)
     return trainer
 
 
-def load_trainable(tuner: VideoTuner, ckpt: Path) -> None:
-    """Load the fine-tuned parameters of a checkpoint (export-only runs)."""
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
-    missing = tuner.trainable_names() - set(state)
+def check_trainable(tuner: VideoTuner, state: State) -> None:
+    """UserError unless a checkpoint holds every fine-tuned parameter, with this config's shapes."""
+    missing = tuner.trainable_names() - set(state.checkpoint["state_dict"])
     if missing:
-        from gen3d.errors import UserError
-
         raise UserError(
-            f"checkpoint '{ckpt}' lacks {len(missing)} fine-tuned parameters (e.g. {sorted(missing)[0]}); "
+            f"checkpoint '{state.path}' lacks {len(missing)} fine-tuned parameters (e.g. {sorted(missing)[0]}); "
             "was it written with the same inflation settings?"
         )
-    tuner.load_state_dict(state, strict=False)
+    fits({k: v for k, v in tuner.state_dict().items() if k in tuner.trainable_names()}, state, "this video run")
+
+
+def load_trainable(tuner: VideoTuner, state: State) -> None:
+    """Load the fine-tuned parameters of a checkpoint (export-only runs)."""
+    check_trainable(tuner, state)
+    tuner.load_state_dict(load_checkpoint_or_fail(state.path)["state_dict"], strict=False)

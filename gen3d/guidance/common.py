@@ -43,10 +43,10 @@ def clip_gradient(grad: torch.Tensor, clip: float | None) -> torch.Tensor:
     return grad.clamp(-clip, clip)
 
 
-def nan_guard(grad: torch.Tensor) -> tuple[torch.Tensor, bool]:
-    """Replace non-finite entries by 0; also say whether there were any."""
-    bad = not bool(torch.isfinite(grad).all())
-    return (torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0) if bad else grad), bad
+def nan_guard(grad: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """Replace non-finite entries by 0; also return the share of entries replaced (0.0: none)."""
+    share = float((~torch.isfinite(grad)).float().mean()) if grad.numel() else 0.0
+    return (torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0) if share else grad), share
 
 
 def loss_with_gradient(latents: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:

@@ -66,9 +66,10 @@ class SDSGuidance:
 
     def finish(self, latents: torch.Tensor, grad: torch.Tensor, step: int) -> dict:
         """NaN guard, clipping and the reparameterised loss, shared by SDS and VSD."""
-        grad, had_nan = common.nan_guard(grad)
+        grad, nan_share = common.nan_guard(grad)
         grad = common.clip_gradient(grad, schedule_value(self.cfg.grad_clip, step))
-        return {"loss": common.loss_with_gradient(latents, grad), "grad_norm": grad.norm().detach(), "nan": had_nan}
+        loss = common.loss_with_gradient(latents, grad)
+        return {"loss": loss, "grad_norm": grad.norm().detach(), "nan": nan_share > 0, "nan_share": nan_share}
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         """Parameters the guidance itself trains (none for SDS; VSD's LoRA)."""

@@ -59,6 +59,8 @@ class TrainerConfig:
     precision: str = ranged("32-true", choices=PRECISIONS)  # Lightning precision: 32-true, 16-mixed, bf16-mixed
     devices: Any = 1
     checkpoint_every: int = ranged(200, ge=0)  # 0: only the last checkpoint
+    keep_checkpoints: int = ranged(0, ge=0)  # step-*.ckpt files kept per stage (the newest ones); 0: all
+    max_bad_steps: int = ranged(20, ge=0)  # stop after this many steps in a row with non-finite guidance (0: never)
     preview_every: int = ranged(100, ge=0)  # 0: no previews
     log_every: int = ranged(10, ge=0)
 

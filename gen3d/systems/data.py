@@ -9,16 +9,19 @@ from gen3d.render.cameras import CameraConfig, Cameras, CameraSampler
 
 class RandomCameraDataset(torch.utils.data.Dataset):
     """Item i is a random camera drawn with a generator seeded by (seed, i): reproducible, and
-    with a DistributedSampler each rank renders its own cameras."""
+    with a DistributedSampler each rank renders its own cameras. start: the index of item 0 (a run
+    resumed at step s starts at s * batch size * processes, so it draws the cameras the uninterrupted run
+    would have; Lightning restarts the epoch of a resumed run at its restored batch index, so the length
+    stays that of the whole run)."""
 
-    def __init__(self, cfg: CameraConfig, length: int, seed: int):
-        self.sampler, self.length, self.seed = CameraSampler(cfg), length, seed
+    def __init__(self, cfg: CameraConfig, length: int, seed: int, start: int = 0):
+        self.sampler, self.length, self.seed, self.start = CameraSampler(cfg), length, seed, start
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, i: int) -> dict:
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + i)
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.start + i)
         cam = self.sampler.sample(1, generator=gen)
         return {k: v[0] for k, v in vars(cam).items() if torch.is_tensor(v)}
 

@@ -3,23 +3,29 @@ then the turntable video and the textured-mesh export of every particle.
 
 Layout: single-stage methods keep `ckpts/` and `previews/` flat; multi-stage methods use
 `ckpts/<stage>/` and `previews/<stage>/`. A stage whose last checkpoint reached its max_steps is
-complete and is loaded, not retrained, when a run is resumed.
+complete and is loaded, not retrained, when a run is resumed. Checkpoints, resume and Ctrl-C:
+`gen3d.reliability` (each stage continues its newest loadable checkpoint; see README "Reliability").
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import warnings
 from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback
 
 from gen3d.config import to_yaml
-from gen3d.errors import UserError
+from gen3d.reliability import lineage
+from gen3d.reliability.checkpoint_io import AtomicCheckpointIO, load_checkpoint_or_fail
+from gen3d.reliability.checkpoints import RunCheckpoints
+from gen3d.reliability.interrupt import StopRequest
 from gen3d.systems.config import Text3DConfig
 from gen3d.systems.data import RandomCameraDataset
+from gen3d.systems.stages import resume_plan
 from gen3d.systems.text3d import Text3DSystem
 from gen3d.systems.validate import start_point
 from gen3d.utils.atomic import write_text_atomic
@@ -64,16 +70,11 @@ class PreviewAndLog(Callback):
                 self.logs.log_image(f"preview/{self.stage}", grid, step)
 
 
-def make_trainer(cfg: Text3DConfig, ckpt_dir: Path, preview_dir: Path, stage: str, run_dir: Path) -> L.Trainer:
+def make_trainer(
+    cfg: Text3DConfig, checkpoints: RunCheckpoints, preview_dir: Path, stage: str, run_dir: Path
+) -> L.Trainer:
+    """checkpoints: the run's checkpoint callback (last in the list: it saves the RNG state after the others)."""
     t = cfg.trainer
-    ckpt = ModelCheckpoint(
-        dirpath=ckpt_dir,
-        filename="step-{step:06d}",
-        every_n_train_steps=t.checkpoint_every,
-        save_top_k=-1,
-        save_last=True,
-        auto_insert_metric_name=False,
-    )
     logs = ExperimentLogs(cfg.logger, run_dir, stage)
     preview = PreviewAndLog(preview_dir, t.preview_every, t.log_every, cfg.turntable.resolution, stage, logs)
     return L.Trainer(
@@ -82,9 +83,11 @@ def make_trainer(cfg: Text3DConfig, ckpt_dir: Path, preview_dir: Path, stage: st
         accelerator=resolve_accelerator(cfg),
         **parallel_trainer_kwargs(t.devices),
         precision=t.precision,
-        callbacks=[ckpt, preview, *stage_callbacks(stage, run_dir)],
+        callbacks=[preview, *stage_callbacks(stage, run_dir), checkpoints],
+        plugins=[AtomicCheckpointIO()],
         logger=logs.trainer_logger(),
-        default_root_dir=str(ckpt_dir.parent),
+        enable_checkpointing=False,  # RunCheckpoints instead of ModelCheckpoint (one lineage, no -v1 files)
+        default_root_dir=str(checkpoints.dir.parent),
         num_sanity_val_steps=0,
         limit_val_batches=0,
         enable_model_summary=False,
@@ -92,17 +95,12 @@ def make_trainer(cfg: Text3DConfig, ckpt_dir: Path, preview_dir: Path, stage: st
     )
 
 
-def checkpoint_step(path: Path) -> int:
-    return int(torch.load(path, map_location="cpu", weights_only=True).get("global_step", 0))
-
-
 def load_system(cfg: Text3DConfig, ckpt: Path, prior=None, guidance_state: dict | None = None) -> Text3DSystem:
     """A stage's system with the weights of a checkpoint (its guidance's modules built first, when it
     holds any: e.g. VSD's LoRA, on the prior loaded for it)."""
     system = Text3DSystem(cfg, prior=prior, guidance_state=guidance_state)
     system.prepare_to_load()
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    system.load_state_dict(state["state_dict"])
+    system.load_state_dict(load_checkpoint_or_fail(ckpt)["state_dict"])
     return system
 
 
@@ -122,6 +120,30 @@ def finalize(system: Text3DSystem, run_dir: Path) -> dict:
     return results
 
 
+def _train_stage(name, scfg, system, state, ckpt_dir: Path, preview_dir: Path, run_dir: Path) -> None:
+    """Trainer.fit of one stage, from `state` (a State) or from its start; Ctrl-C: save, then Interrupted."""
+    t = scfg.trainer
+    stop = StopRequest(run_dir)
+    checkpoints = RunCheckpoints(ckpt_dir, t.checkpoint_every, t.keep_checkpoints, stop, t.max_bad_steps)
+    trainer = make_trainer(scfg, checkpoints, preview_dir, name, run_dir)
+    world, done = trainer.world_size, state.step if state is not None else 0
+    # the cameras continue where the resumed state stopped (item i of the run is camera i)
+    data = RandomCameraDataset(
+        scfg.camera,
+        seed=scfg.seed,
+        length=max(t.max_steps, 1) * t.batch_size * world,
+        start=done * t.batch_size * world,
+    )
+    loader = torch.utils.data.DataLoader(data, batch_size=t.batch_size, num_workers=0)
+    t0 = time.perf_counter()
+    with stop.installed(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended")
+        trainer.fit(system, loader, ckpt_path=str(state.path) if state is not None else None, weights_only=True)
+    if checkpoints.interrupted_at is not None:
+        raise stop.interrupted(checkpoints.interrupted_at, checkpoints.last_saved, name)
+    log.info("stage %s: trained %d steps in %.2f s", name, trainer.global_step - done, time.perf_counter() - t0)
+
+
 def run_text3d(
     cfg: Text3DConfig,
     run_dir: Path,
@@ -131,43 +153,30 @@ def run_text3d(
     from_run: Path | None = None,
 ) -> dict:
     stages, first, prev_ckpt = start_point(cfg, run_dir, stage, from_run)
-    multi = bool(cfg.stages)
+    dirs, states, archive, prev_state = resume_plan(cfg, stages, first, prev_ckpt, run_dir, resume, export_only)
     rank = global_rank()
     L.seed_everything(cfg.seed + rank, workers=True, verbose=False)
-    if rank == 0:
+    if rank == 0:  # every check passed: only now is the run changed
+        lineage.tidy(dirs)
+        lineage.archive_files(run_dir, archive, states)
         write_text_atomic(run_dir / "config.yaml", to_yaml(cfg))
 
-    prev = load_system(stages[first - 1][1], prev_ckpt) if prev_ckpt else None
+    prev = load_system(stages[first - 1][1], prev_state.path) if prev_state else None
     prior = prev.prior if prev is not None else None
     state = prev.guidance_state() if prev is not None else {}  # e.g. VSD's LoRA, continued by later VSD stages
     system = None
-    for name, scfg in stages[first:]:
-        sub = name if multi else ""
-        ckpt_dir, preview_dir = run_dir / "ckpts" / sub, run_dir / "previews" / sub
-        last = resume if (resume is not None and Path(resume).parent == ckpt_dir) else ckpt_dir / "last.ckpt"
-        have = last.is_file()
-        done_steps = checkpoint_step(last) if have else 0  # one read of the checkpoint
-        if have and (export_only or done_steps >= scfg.trainer.max_steps):
-            log.info("stage %s: complete, loading %s", name, last)
-            system = load_system(scfg, last, prior, state)
-        elif export_only:
-            raise UserError(f"--export-only: stage '{name}' has no checkpoint in {ckpt_dir}")
+    for (name, scfg), (_, ckpt_dir) in zip(stages[first:], dirs):
+        preview_dir = run_dir / "previews" / ckpt_dir.relative_to(run_dir / "ckpts")
+        saved = states[name]
+        if saved is not None and (export_only or saved.step >= scfg.trainer.max_steps):
+            log.info("stage %s: complete, loading %s", name, saved.path)
+            system = load_system(scfg, saved.path, prior, state)
         else:
             system = Text3DSystem(scfg, prior=prior, guidance_state=state)
-            if prev is not None and not have:
+            if prev is not None and saved is None:
                 system.init_from(prev)
-            log.info("stage %s: %s for %d steps", name, "resuming" if have else "training", scfg.trainer.max_steps)
-            trainer = make_trainer(scfg, ckpt_dir, preview_dir, name, run_dir)
-            world = trainer.world_size
-            data = RandomCameraDataset(
-                scfg.camera, seed=scfg.seed, length=max(scfg.trainer.max_steps, 1) * scfg.trainer.batch_size * world
-            )
-            loader = torch.utils.data.DataLoader(data, batch_size=scfg.trainer.batch_size, num_workers=0)
-            t0 = time.perf_counter()
-            trainer.fit(system, loader, ckpt_path=str(last) if have else None)
-            log.info(
-                "stage %s: trained %d steps in %.2f s", name, trainer.global_step - done_steps, time.perf_counter() - t0
-            )
+            log.info("stage %s: %s for %d steps", name, "resuming" if saved else "training", scfg.trainer.max_steps)
+            _train_stage(name, scfg, system, saved, ckpt_dir, preview_dir, run_dir)
         prior, state = system.prior or prior, system.guidance_state()
         prev, final_ckpt = system, ckpt_dir / "last.ckpt"
     result = {"run_dir": str(run_dir), "first_loss": system.first_loss, "last_loss": system.last_loss}

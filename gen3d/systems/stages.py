@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
 from omegaconf import OmegaConf
 
@@ -63,3 +64,58 @@ def with_steps(cfg, total: int):
         overrides["trainer"] = {**(overrides.get("trainer") or {}), "max_steps": n}
         stages.append(dataclasses.replace(stage, overrides=overrides))
     return dataclasses.replace(cfg, stages=stages)
+
+
+def _particles_in(state_dict: dict) -> int:
+    return len({k.split(".")[1] for k in state_dict if k.startswith("scenes.")})
+
+
+def check_stage_checkpoint(cfg, state, what: str) -> None:
+    """UserError unless a checkpoint (a gen3d.reliability State) fits a stage built from cfg: its particle
+    count and every weight's shape (built on the meta device where possible: nothing is allocated or loaded)."""
+    import torch
+
+    from gen3d.reliability.lineage import fits
+    from gen3d.systems.text3d import Text3DSystem
+
+    held = _particles_in(state.checkpoint["state_dict"])
+    if held and held != cfg.particles:
+        raise UserError(
+            f"{what}: checkpoint '{state.path}' holds {held} particle(s), this config has {cfg.particles} "
+            f"(--particles {held} continues it)"
+        )
+    try:
+        with torch.device("meta"):
+            model = Text3DSystem(cfg).state_dict()
+    except (NotImplementedError, RuntimeError):  # a part that needs real values to build
+        model = Text3DSystem(cfg).state_dict()
+    fits(model, state, what)
+
+
+def resume_plan(cfg, stages, first: int, prev_ckpt, run_dir, resume=None, export_only: bool = False):
+    """Which checkpoint every stage continues, checked against its config before anything is written:
+    (stage folders, {stage: State or None}, files to archive, the previous stage's State or None)."""
+    multi = bool(cfg.stages)
+    dirs = [(name, Path(run_dir) / "ckpts" / (name if multi else "")) for name, _ in stages[first:]] if run_dir else []
+    if not dirs and prev_ckpt is None:  # a fresh run: nothing to check (and torch need not be imported yet)
+        return dirs, {}, [], None
+    from gen3d.reliability import lineage
+    from gen3d.reliability.checkpoints import newest_state
+
+    states, archive = lineage.plan(dirs, Path(resume) if resume else None, export_only)
+    cfgs = dict(stages)
+    for name, state in states.items():
+        if state is not None:
+            check_stage_checkpoint(cfgs[name], state, f"stage '{name}'" if multi else "this run")
+        elif export_only:
+            raise UserError(f"--export-only: stage '{name}' has no checkpoint in {dict(dirs)[name]}")
+    prev = None
+    if prev_ckpt is not None:  # --stage/--from: the newest loadable state of the previous stage
+        prev_name, prev_cfg = stages[first - 1]
+        prev = newest_state(Path(prev_ckpt).parent)
+        if prev is None or prev.step < prev_cfg.trainer.max_steps:
+            raise UserError(
+                f"stage '{prev_name}' of '{Path(prev_ckpt).parent}' is not complete (no checkpoint at its last step)"
+            )
+        check_stage_checkpoint(prev_cfg, prev, f"stage '{prev_name}'")
+    return dirs, states, archive, prev

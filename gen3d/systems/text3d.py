@@ -66,6 +66,7 @@ class Text3DSystem(ParticleMixin, L.LightningModule):
         self._guidance_state = dict(guidance_state or {})
         self._rng = random.Random(cfg.seed)
         self.first_loss, self.last_loss = None, float("nan")
+        self.nan_share = 0.0
         if self.guidance_type.holds_modules and prior is not None:
             self.setup_prior()
 
@@ -129,6 +130,7 @@ class Text3DSystem(ParticleMixin, L.LightningModule):
         cond, uncond = self._prompts(cams.elevation, cams.azimuth)
         renders = out["comp_rgb"].permute(0, 3, 1, 2)  # [B,3,H,W]; latent space: latents [B,C,H,W]
         g = self._guidance.guide(renders, cond, uncond, cams, step)
+        self.nan_share = float(g.get("nan_share", 0.0))  # read by the NaN stop (gen3d.reliability.bad_steps)
         terms = {"guidance": g["loss"], **self.representation.regularisers(scene, out)}
         total = sum(w * terms[k] for k in terms if (w := loss_weight(cfg.loss, k, step)))
         for name in [k for k in g if k.startswith("loss_")]:  # the guidance's own losses, weight 1
@@ -144,6 +146,15 @@ class Text3DSystem(ParticleMixin, L.LightningModule):
     def on_train_batch_start(self, batch, batch_idx) -> None:
         for scene in self.scenes.values():
             scene.update_step(self.global_step)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["gen3d_shading_rng"] = self._rng.getstate()  # a resumed run picks the same shadings
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        if "gen3d_shading_rng" in checkpoint:
+            self._rng.setstate(checkpoint["gen3d_shading_rng"])
 
     def configure_optimizers(self):
         o, cfg = self.cfg.optimizer, self.cfg

@@ -17,7 +17,7 @@ from gen3d.systems import latent_mode
 from gen3d.systems.config import Text3DConfig
 from gen3d.systems.memory import check_memory
 from gen3d.systems.particles import particles_of_rank
-from gen3d.systems.stages import stage_configs, stage_index
+from gen3d.systems.stages import resume_plan, stage_configs, stage_index
 from gen3d.utils.device import prior_dtype, resolve_accelerator
 from gen3d.utils.distributed import world_size
 from gen3d.utils.schedule import check_schedule
@@ -109,12 +109,18 @@ def start_point(
 
 
 def validate(
-    cfg: Text3DConfig, run_dir: Path | None = None, stage: str | None = None, from_run: Path | None = None
+    cfg: Text3DConfig,
+    run_dir: Path | None = None,
+    stage: str | None = None,
+    from_run: Path | None = None,
+    resume: Path | None = None,
+    export_only: bool = False,
 ) -> None:
-    """Checks done before anything is written: every stage's config, --stage/--from, the processes,
-    the model and the prompt."""
+    """Checks done before anything is written: every stage's config, --stage/--from, the checkpoints a
+    resume continues (they load and fit the config), the processes, the model and the prompt."""
     device = resolve_accelerator(cfg)  # UserError for an unknown device, or CUDA on a machine without
-    stages, _, _ = start_point(cfg, run_dir, stage, from_run)
+    stages, first, prev_ckpt = start_point(cfg, run_dir, stage, from_run)
+    resume_plan(cfg, stages, first, prev_ckpt, run_dir, resume, export_only)
     world = world_size(cfg.trainer.devices)
     particles_of_rank(cfg.particles, 0, world)  # they must divide over the processes
     for _, stage_cfg in stages:

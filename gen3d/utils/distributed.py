@@ -36,8 +36,22 @@ def job_id() -> str | None:
     return None
 
 
+_STARTED = time.time()  # this process's start (about): markers older than a launch are stale
+MARKER_SLACK_S = 600.0  # ranks of one launch start within this many seconds of each other
+
+
 def _marker(root: Path, job: str) -> Path:
-    return root / f".job-{job}"
+    """The run-directory marker of this job *step*: ranks of a later `srun` step in the same
+    allocation (same SLURM_JOB_ID, another SLURM_STEP_ID) never read an earlier step's marker."""
+    step = os.environ.get("SLURM_STEP_ID") if "SLURM_JOB_ID" in os.environ else None
+    return root / (f".job-{job}" if step is None else f".job-{job}.{step}")
+
+
+def _fresh(marker: Path) -> bool:
+    try:
+        return marker.stat().st_mtime >= _STARTED - MARKER_SLACK_S
+    except OSError:
+        return False
 
 
 def inherited_run_dir(root: Path, timeout_s: float = 120.0) -> Path | None:
@@ -58,7 +72,7 @@ def inherited_run_dir(root: Path, timeout_s: float = 120.0) -> Path | None:
         return None
     marker, deadline = _marker(root, job), time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if marker.is_file():
+        if marker.is_file() and _fresh(marker):
             return Path(marker.read_text().strip())
         time.sleep(0.5)
     return Path(tempfile.mkdtemp(prefix=f"gen3d-rank{global_rank()}-"))
@@ -73,6 +87,13 @@ def share_run_dir(run_dir: Path, root: Path) -> None:
         from gen3d.utils.atomic import write_text_atomic
 
         write_text_atomic(_marker(root, job), str(run_dir))
+
+
+def release_run_dir(root: Path) -> None:
+    """Rank 0, when the run ends (also on errors): remove this job step's marker."""
+    job = job_id()
+    if job is not None and global_rank() == 0:
+        _marker(root, job).unlink(missing_ok=True)
 
 
 def device_overrides(gpus: str | None, devices: int | None, device: str | None) -> dict:
