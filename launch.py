@@ -87,6 +87,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     g.add_argument("--stride", type=int, help="use every N-th frame")
     g.add_argument("--start", type=int, help="first frame to use")
     g.add_argument("--size", type=int, help="frame size (square) the model works at")
+    g.add_argument("--mask", help="region the edits may change: a mask video or folder (white = edit)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     args = p.parse_intermixed_args(argv)  # key=value overrides may come before, between or after flags
     if args.resume and OVERRIDE.match(args.resume) and not Path(args.resume).exists():

@@ -37,6 +37,7 @@ FLAG_KEYS = {
     "stride": "stride",
     "start": "start",
     "size": "size",
+    "mask": "mask",
 }
 
 

@@ -1,16 +1,25 @@
 """Local editing: the region an edit may change, and the blend of the edit with the source outside it.
 
 `differing_tokens(tokenizer, source, edit)` finds the token positions of the words that differ between
-the source caption and the edit prompt (difflib on the token ids). During sampling the UNet runs on
-[source branch, edit (cond), edit (uncond)]; `AttentionBlend` captures the cross-attention maps
-(`video.attention.capture_cross_attention`) of the decoder's finest cross-attention layers and keeps
-their running mean over the steps (Prompt-to-Prompt's local blend, FateZero's attention blending). Its
-mask is the union of the source branch's maps at the source's differing words (where the old object is)
-and the edit branch's maps at the edit's differing words (where the new one goes): each map min-max
-normalised per frame and thresholded, the union dilated by `dilate` latent cells. `FixedMask` holds a
-user's mask instead. `video.ddim.ddim_edit` replaces the edit's latents outside the mask by the source's
-after every step, and `compose` adds only the decoded change inside the mask to the source frames, so
-what the edit does not name stays as it was.
+the source caption and the edit prompt (difflib on the token ids). The region combines two maps:
+
+* the noise difference (`video.region.noise_difference`, DiffEdit): where the UNet's noise predictions
+  under the source caption and the edit prompt differ, computed once before sampling from the clean
+  latents; it covers the old object and where the new one would be drawn (a shape edit's union);
+* the cross-attention of the differing words (Prompt-to-Prompt's local blend, FateZero's attention
+  blending): during sampling the UNet runs on [source branch, edit (cond), edit (uncond)];
+  `AttentionBlend` captures the maps (`video.attention.capture_cross_attention`) of the decoder's finest
+  cross-attention layers and keeps their running mean over the steps, the source branch's maps at the
+  source's differing words (where the old object is) and the edit branch's at the edit's (where the new
+  one goes), each min-max normalised per frame; a word whose map covers more than `max_cover` of the
+  frame names no place and is left out.
+
+The region is `(1 - w) * difference + w * attention > difference_threshold` (w = attention_weight; 0
+when no word names a place; attention alone, thresholded at `threshold`, without a difference map),
+dilated by `dilate` latent cells. `FixedMask` holds a user's mask instead. `video.ddim.ddim_edit`
+replaces the edit's latents outside the region by the source's after every step; `pixel_mask` snaps
+the region to the source frames' edges (`video.region.refine`) and `compose` adds only the decoded
+change inside it to the source frames, so what the edit does not name stays as it was.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from einops import rearrange
 
 from gen3d.errors import UserError
 from video.attention import capture_cross_attention
+from video.region import hysteresis, noise_difference, refine
 
 
 def token_ids(tokenizer, text: str) -> list[int]:
@@ -49,7 +59,8 @@ def _dilate(m: torch.Tensor, cells: int) -> torch.Tensor:
 
 
 class AttentionBlend:
-    """The local-edit region from cross-attention (module docstring); masks [F,1,h,w] in {0, 1}.
+    """The local-edit region from cross-attention and the noise difference (module docstring); masks
+    [F,1,h,w] in {0, 1}.
 
     Only the cross-attention layers whose names contain `layers` are read, and of those the ones at the
     finest resolution (on the builtin prior: the two of up_blocks.1, 8x8; the coarser and the encoder's
@@ -67,10 +78,16 @@ class AttentionBlend:
         dilate: int = 0,
         layers: str = "up_blocks",
         max_cover: float = 0.5,
+        difference: torch.Tensor | None = None,
+        attention_weight: float = 0.0,
+        difference_threshold: float = 0.4,
+        seed: float = 0.75,
     ):
         self.source_tokens, self.edit_tokens = list(source_tokens), list(edit_tokens)
         self.f, self.size, self.threshold, self.dilate = n_frames, size, threshold, dilate
         self.layers, self.max_cover = layers, max_cover
+        self.difference, self.weight, self.difference_threshold = difference, attention_weight, difference_threshold
+        self.seed = seed
         self.sum: torch.Tensor | None = None
         self.calls, self.tokens = 0, 0
 
@@ -105,18 +122,27 @@ class AttentionBlend:
                     out.append(m)
         return out
 
-    def mask(self) -> torch.Tensor:
+    def region(self) -> torch.Tensor:
+        """The undilated region [F,1,h,w] in {0, 1}."""
         maps = self.word_maps()
-        if not maps:
-            return torch.zeros(self.f, 1, self.size, self.size)
-        return _dilate((torch.stack(maps).amax(0) > self.threshold).float(), self.dilate)
+        attention = torch.stack(maps).amax(0) if maps else None
+        if self.difference is None:
+            if attention is None:
+                return torch.zeros(self.f, 1, self.size, self.size)
+            return (attention > self.threshold).float()
+        d = self.difference.to(attention.device) if attention is not None else self.difference
+        combined = d if attention is None else (1 - self.weight) * d + self.weight * attention
+        return hysteresis(combined, self.difference_threshold, self.seed, d)
+
+    def mask(self) -> torch.Tensor:
+        return _dilate(self.region(), self.dilate)
 
 
 class FixedMask:
     """A given mask [F,1,H,W] (user's, any resolution): covered latent cells (max-pooled) may change."""
 
     def __init__(self, mask: torch.Tensor, size: int):
-        m = mask.float()
+        self.full = m = mask.float()
         self.m = F.adaptive_max_pool2d(m, size) if m.shape[-1] >= size else F.interpolate(m, size=(size, size))
 
     def capture(self, model: torch.nn.Module):
@@ -150,24 +176,55 @@ def read_mask(path: str | Path, indices: list[int], video_size: tuple[int, int],
     return (crop_resize(x, size) > 0.5).float()
 
 
-def make_blend(
-    cfg, tokenizer, source: str, edit: str, n_frames: int, latent_size: int, user_mask: torch.Tensor | None = None
-):
-    """The blend of one edit: the user's mask (`mask=`), else the attention of the differing words
-    (`local.enabled`), else None. cfg: VideoEditConfig; source / edit: the prompts as the model reads them."""
+def make_blend(cfg, prior, model, latents, texts: tuple[str, str], embeddings, user_mask=None):
+    """The blend of one edit: the user's mask (`mask=`), else the region of the differing words
+    (`local.enabled`), else None. cfg: VideoEditConfig; latents: the clean source latents [F,C,h,w];
+    texts / embeddings: (source, edit) prompts as the model reads them and their embeddings [1,L,D]."""
     if user_mask is not None:
-        return FixedMask(user_mask, latent_size)
+        return FixedMask(user_mask, latents.shape[-1])
     if not cfg.local.enabled or not cfg.sampling.invert:
         return None
-    src, dst = differing_tokens(tokenizer, source, edit)
     loc = cfg.local
-    return AttentionBlend(src, dst, n_frames, latent_size, loc.threshold, loc.dilate, loc.layers, loc.max_cover)
+    src, dst = differing_tokens(prior.tokenizer, *texts)
+    difference = None
+    if loc.difference and (src or dst):
+        difference = noise_difference(prior, model, latents, *embeddings, tuple(loc.strengths), loc.draws, cfg.seed)
+    return AttentionBlend(
+        src,
+        dst,
+        latents.shape[0],
+        latents.shape[-1],
+        loc.threshold,
+        loc.dilate,
+        loc.layers,
+        loc.max_cover,
+        difference,
+        loc.attention_weight,
+        loc.difference_threshold,
+        loc.seed,
+    )
 
 
-def pixel_mask(blend, size: int) -> torch.Tensor:
-    """The mask a blend used, at the frame size: [F,1,size,size] in [0, 1] (bilinear: a 1-cell feather)."""
-    m = blend.mask().float()
-    return F.interpolate(m, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1).cpu()
+def pixel_mask(blend, frames: torch.Tensor, snap: bool = True) -> torch.Tensor:
+    """The mask a blend used at the frame size [F,1,H,W] in [0, 1]: a user's mask as given; else the
+    region upsampled (bilinear) and, with snap, fitted to the edges of the source frames [F,3,H,W] (then
+    hard: a soft rim would tint the backdrop around the object)."""
+    size = frames.shape[-1]
+    full = getattr(blend, "full", None)
+    if full is not None:
+        return F.interpolate(full, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1).cpu()
+    coarse = blend.region() if snap else blend.mask()
+    m = F.interpolate(coarse.float().cpu(), size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
+    if not snap:
+        return m
+    return (refine((m > 0.5).float(), frames.cpu(), max(size // coarse.shape[-1], 1)) > 0.5).float()
+
+
+def edit_guidance(cfg, blend) -> float:
+    """CFG scale of an edit: local.guidance_scale while a local region keeps the background (0: the same
+    as sampling.guidance_scale), else sampling.guidance_scale."""
+    local = blend is not None and cfg.local.guidance_scale > 0
+    return cfg.local.guidance_scale if local else cfg.sampling.guidance_scale
 
 
 def compose(

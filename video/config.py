@@ -68,17 +68,29 @@ class SamplingConfig:
 
 @dataclass
 class LocalEditConfig:
-    """Local editing: outside the region of the words that differ, the edit keeps the source's latents."""
+    """Local editing: outside the region of the words that differ, the edit keeps the source's latents
+    (video.blend; docs/video.md "Local editing")."""
 
     enabled: bool = True  # false: the whole frame follows the edit prompt
-    threshold: float = ranged(
-        0.6, ge=0, le=1
-    )  # a latent cell may change where a word's min-max normalised attention exceeds this
-    dilate: int = ranged(0, ge=0)  # latent cells added around the region (max-pool radius)
+    # noise difference (DiffEdit): |eps(edit) - eps(source)| at these noise levels (fractions of the
+    # schedule), `draws` noise draws each, normalised by the video's largest value
+    difference: bool = True
+    strengths: list[float] = ranged(factory=lambda: [0.3, 0.5, 0.7], gt=0, lt=1)
+    draws: int = ranged(4, ge=1)
+    # region: (1 - w) * difference + w * attention above difference_threshold, in the connected parts
+    # where the difference reaches seed * the frame's largest value
+    difference_threshold: float = ranged(0.4, ge=0, le=1)
+    seed: float = ranged(0.75, ge=0, le=1)
+    attention_weight: float = ranged(0.2, ge=0, le=1)  # w: the share of the differing words' cross-attention
+    threshold: float = ranged(0.6, ge=0, le=1)  # a word's min-max normalised attention above this is its place
+    # a word whose place exceeds this share of the frame names no place: left out
+    max_cover: float = ranged(0.5, ge=0, le=1)
     layers: str = "up_blocks"  # the cross-attention layers read (name substring; their finest resolution)
-    max_cover: float = ranged(
-        0.5, ge=0, le=1
-    )  # a word whose region exceeds this share of the frame names no place: left out
+    dilate: int = ranged(1, ge=0)  # latent cells added around the region for the latent blend (max-pool radius)
+    # CFG scale while the region keeps the background (0: sampling.guidance_scale): stronger guidance is safe
+    # there and changes the object's colour in more frames
+    guidance_scale: float = ranged(12.5, ge=0)
+    snap: bool = True  # the pixel mask follows the source frames' edges (guided filter); false for shape edits
 
 
 @dataclass

@@ -1,0 +1,89 @@
+"""Where an edit acts, from the model's noise predictions (DiffEdit, Couairon et al. 2022).
+
+`noise_difference(prior, model, latents, source, edit)`: the clean latents [F,C,h,w] are noised at a few
+timesteps with a few noise draws; the UNet (the fine-tuned video model, with its ControlNets) predicts
+the noise once with the source caption and once with the edit prompt from the same noisy latents. Where
+the two predictions differ is where the prompts disagree: the old object (the source's words are
+explained there) and the new one (the edit's words would be drawn there). The map is the mean over
+draws, timesteps and channels of |eps_edit - eps_source| at the latent resolution [F,1,h,w], normalised
+by its largest value in the video, so a frame where nothing differs stays dark.
+
+`hysteresis(map, low, seed)` keeps the parts of `map > low` that reach `seed` times the frame's largest
+value (Canny's hysteresis on connected regions): the noise difference also lights up small spots where the
+edit prompt would draw something else, weaker than the object.
+
+`refine(mask, frames, band)` snaps a coarse mask (latent cells upsampled to the frame size) to the edges
+of the source frames: the mask eroded by `band` pixels is kept, what lies more than `band` pixels
+outside it is dropped, and the band in between is decided by a guided filter (He et al. 2010, kornia's
+`guided_blur`) with the frames as the guide, iterated with those two regions held fixed: a band pixel
+joins the region when its colour is more like the region's inside than its outside.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from kornia.filters import guided_blur
+
+from gen3d.diffusion.noise import add_noise
+
+
+@torch.no_grad()
+def noise_difference(
+    prior,
+    model: torch.nn.Module,
+    latents: torch.Tensor,
+    source: torch.Tensor,
+    edit: torch.Tensor,
+    strengths: tuple[float, ...] = (0.5,),
+    draws: int = 4,
+    seed: int = 0,
+) -> torch.Tensor:
+    """latents [F,C,h,w]; source / edit: text embeddings [1,L,D]; strengths: timesteps as fractions of the
+    training schedule. -> [F,1,h,w] in [0, 1] (1 at the video's largest difference)."""
+    f = latents.shape[0]
+    g = torch.Generator().manual_seed(seed)
+    alphas = prior.scheduler.alphas_cumprod
+    n_train = prior.scheduler.config.num_train_timesteps
+    emb = torch.cat([source, edit]).repeat_interleave(f, dim=0).repeat(draws, 1, 1)  # [(draws 2 f), L, D]
+    total = torch.zeros(f, 1, *latents.shape[-2:])
+    for s in strengths:
+        t = torch.full((2 * draws * f,), min(int(s * n_train), n_train - 1), dtype=torch.long)
+        noise = torch.randn((draws, *latents.shape), generator=g)
+        x = add_noise(alphas, latents.float().cpu()[None].expand(draws, -1, -1, -1, -1), noise, t[:1])
+        x = x.repeat_interleave(2, dim=0).flatten(0, 1).to(latents.device)  # [(draws 2 f), C, h, w]
+        eps = prior.unet_eps(
+            x, t.to(latents.device), emb.to(latents.device), unet=model, cross_attention_kwargs={"n_frames": f}
+        )
+        eps = eps.float().cpu().reshape(draws, 2, f, *eps.shape[1:])
+        total += (eps[:, 1] - eps[:, 0]).abs().mean(2, keepdim=True).mean(0)
+    return total / total.amax().clamp(min=1e-12)
+
+
+def _grow(m: torch.Tensor, px: int) -> torch.Tensor:
+    return F.max_pool2d(m, 2 * px + 1, stride=1, padding=px) if px > 0 else m
+
+
+def hysteresis(m: torch.Tensor, low: float, seed: float, seeds: torch.Tensor | None = None) -> torch.Tensor:
+    """m [F,1,h,w] -> {0, 1}: the 8-connected parts of m > low holding a cell where `seeds` (default: m)
+    is >= seed * its largest value in the frame."""
+    keep = (m > low).float()
+    s = m if seeds is None else seeds
+    grown = keep * (s >= seed * s.amax(dim=(2, 3), keepdim=True)).float()
+    while True:
+        nxt = _grow(grown, 1) * keep
+        if torch.equal(nxt, grown):
+            return grown
+        grown = nxt
+
+
+def refine(mask: torch.Tensor, frames: torch.Tensor, band: int, iterations: int = 4, eps: float = 1e-3) -> torch.Tensor:
+    """mask [F,1,H,W] in {0,1} (coarse), frames [F,3,H,W] in [0,1] -> [F,1,H,W] in [0,1] (soft at the edges)."""
+    hard = (mask > 0.5).float()
+    core, outer = -_grow(-hard, band), _grow(hard, band)
+    x = 0.5 * (core + outer)
+    guide = frames.float().to(mask.device)
+    for _ in range(iterations):
+        x = guided_blur(guide, x, 3 * band + 1, eps).clamp(0, 1)
+        x = torch.maximum(x, core) * outer
+    return x
