@@ -7,13 +7,14 @@ from gen3d.config import build_config, read_yaml, resolve_config_path
 from gen3d.diffusion.prior import BUILTIN_PRIOR, load_prior
 from gen3d.errors import UserError
 from gen3d.utils.media import save_image, write_video
-from video.blend import AttentionBlend, compose, differing_tokens
+from video.blend import _dilate, check_local, compose, differing_tokens, make_blend, pixel_mask
 from video.config import VideoEditConfig
 from video.ddim import ddim_edit, ddim_invert, make_eps
 from video.demo import moving_shape_and_mask
 from video.inflate import inflate
 from video.io import read_video
 from video.metrics import psnr
+from video.region import noise_difference, refine
 from video.run import encode_frames, run_video
 
 TINY = [
@@ -115,32 +116,83 @@ def _iou(a, b):
 
 
 @pytest.mark.skipif(not (BUILTIN_PRIOR / "model_index.json").is_file(), reason="builtin prior not trained yet")
-def test_blend_mask_finds_the_object():
-    """The words that differ ("red" -> "blue") select the cube on a grey clip: IoU with the renderer's mask
-    (at the latent grid) above 0.2 (measured 0.28 without fine-tuning, 0.6-0.7 on the fine-tuned model of the
-    bench; every latent cell would give 0.14), and the mask lies on the object far more than off it."""
-    torch.manual_seed(0)
+def test_blend_mask_finds_the_object(tmp_path):
+    """The words that differ ("red" -> "blue") select the cube on a grey clip after a short fine-tuning
+    (60 steps): the region at the latent grid has IoU > 0.35 with the renderer's mask (measured 0.48 / 0.55
+    with seeds 1 / 0; every latent cell would give 0.14) and the pixel mask snapped to the frames' edges
+    IoU > 0.6 (measured 0.71 / 0.77); it lies on the object far more than off it."""
+    import lightning as L
+
+    from video.run import build_model
+    from video.tune import VideoTuner, fine_tune
+
+    L.seed_everything(0, verbose=False)
+    layer = {"model": "builtin", "prompt": "a red cube", "edit": ["a blue cube"]}
+    steps = ["trainer.max_steps=60", "trainer.checkpoint_every=1000", "trainer.log_every=0"]
+    cfg = build_config(VideoEditConfig, read_yaml(resolve_config_path("tuneavideo")), layer, steps)
     p = load_prior("builtin")
-    inflate(p.unet, "sparse_causal", "tuneavideo")
     frames, gt = moving_shape_and_mask(4, 64, "cube", "red", motion="rise", background="grey")
     x0 = encode_frames(p, frames)
     src, edit = p.encode_text(["a red cube"]), p.encode_text(["a blue cube"])
+    tuner = VideoTuner(build_model(cfg, p, frames), x0, src, p.scheduler, cfg.trainer.lr)
+    fine_tune(tuner, cfg, tmp_path, "cpu", None)
+    model = tuner.model.eval()
+    blend = make_blend(cfg, p, model, x0, ("a red cube", "a blue cube"), (src, edit))
+    assert blend.difference is not None and blend.source_tokens == [2] and blend.edit_tokens == [2]
     traj = []
-    x_t = ddim_invert(make_eps(p, p.unet, src), x0, p, 10, traj)
-    s, d = differing_tokens(p.tokenizer, "a red cube", "a blue cube")
-    blend = AttentionBlend(s, d, 4, 16, dilate=0)
-    ddim_edit(p, p.unet, x_t, src, edit, src, 7.5, 10, 1.0, traj, True, blend)
+    x_t = ddim_invert(make_eps(p, model, src), x0, p, 10, traj)
+    ddim_edit(p, model, x_t, src, edit, src, 7.5, 10, 1.0, traj, True, blend)  # the attention maps
     gt_cells = torch.nn.functional.adaptive_avg_pool2d(gt.float()[:, None], 16) > 0.3
-    mask = blend.mask() > 0.5
-    iou = _iou(mask, gt_cells)
-    inside, outside = float(mask[gt_cells].float().mean()), float(mask[~gt_cells].float().mean())
-    print(f"blend mask IoU {iou:.3f}, on the object {inside:.2f}, off it {outside:.2f}")
-    assert iou > 0.2 and inside > 3 * outside
+    region = blend.region() > 0.5
+    pixels = pixel_mask(blend, frames) > 0.5
+    inside, outside = float(region[gt_cells].float().mean()), float(region[~gt_cells].float().mean())
+    print(
+        f"region IoU {_iou(region, gt_cells):.3f}, pixels {_iou(pixels, gt[:, None]):.3f}, on {inside:.2f} off {outside:.2f}"
+    )
+    assert _iou(region, gt_cells) > 0.35 and _iou(pixels, gt[:, None]) > 0.6 and inside > 5 * outside
+    assert torch.equal(blend.mask(), _dilate(blend.region(), 1))  # local.dilate = 1 cell for the latent blend
 
 
-def test_mask_input_errors(tiny_pipeline, clip, tmp_path):
-    """A missing file, a wrong frame count, a wrong size: one UserError each, nothing written; a good
-    mask video and a folder are accepted and the mask used is written."""
+def test_equal_prompts_have_an_empty_region(tiny_pipeline):
+    """No differing words: no noise difference is computed and the region is empty; the noise difference
+    of two equal embeddings is zero, of two different ones it is normalised to a largest value of 1."""
+    p = load_prior(str(tiny_pipeline))
+    inflate(p.unet, "sparse_causal", "tuneavideo")
+    cfg = build_config(VideoEditConfig, read_yaml(resolve_config_path("tuneavideo")), {}, [])
+    x0 = encode_frames(p, moving_shape_and_mask(3, 64, background="gradient")[0])
+    a, b = p.encode_text(["a blue sphere"]), p.encode_text(["a red sphere"])
+    blend = make_blend(cfg, p, p.unet, x0, ("a blue sphere", "a blue sphere"), (a, a))
+    assert blend.difference is None and not blend.mask().any()
+    assert not noise_difference(p, p.unet, x0, a, a, (0.5,), 2).any()
+    d = noise_difference(p, p.unet, x0, a, b, (0.3, 0.6), 2)
+    assert d.shape == (3, 1, 16, 16) and float(d.max()) == pytest.approx(1.0) and float(d.min()) >= 0
+
+
+def test_refine_snaps_a_coarse_mask_to_the_object():
+    """The renderer's mask coarsened to 4-pixel cells (IoU 0.85) and snapped to the frames' edges: IoU
+    above 0.9 on every backdrop (measured 0.93-0.99); a 1-cell dilated one (0.52) gets above 0.6 (measured
+    0.67 on the texture, 0.84-0.86 on the others)."""
+    for background in ("grey", "gradient", "texture", "dark"):
+        frames, gt = moving_shape_and_mask(3, 64, "sphere", "blue", motion="slide", background=background)
+        cells = (torch.nn.functional.adaptive_avg_pool2d(gt.float()[:, None], 16) > 0.3).float()
+        for grow, floor in ((0, 0.9), (1, 0.6)):
+            coarse = torch.nn.functional.interpolate(_dilate(cells, grow), size=64) > 0.5
+            fine = refine(coarse.float(), frames, 4) > 0.5
+            assert _iou(fine, gt[:, None]) > max(floor, _iou(coarse, gt[:, None]) + 0.05), (background, grow)
+
+
+def test_local_settings_out_of_range(clip, tmp_path):
+    for key in ("local.difference_threshold=1.5", "local.draws=0", "local.strengths=[0.5,1.0]"):
+        cfg = build_config(VideoEditConfig, read_yaml(resolve_config_path("tuneavideo")), {}, [key])
+        with pytest.raises(UserError, match=key.split("=")[0]):
+            check_local(cfg.local)
+
+
+def test_mask_input_errors(tiny_pipeline, clip, tmp_path, capsys):
+    """--mask: a missing file, a wrong frame count, a wrong size are one `error:` line each, exit code 2,
+    nothing written; a good mask video and a folder are accepted and the mask used is written."""
+    from launch import main
+
     video, gt = clip
     good = write_video(tmp_path / "m.mp4", gt.float()[..., None].expand(-1, -1, -1, 3), fps=5)
     short = write_video(tmp_path / "short.mp4", gt[:2].float()[..., None].expand(-1, -1, -1, 3), fps=5)
@@ -150,11 +202,13 @@ def test_mask_input_errors(tiny_pipeline, clip, tmp_path):
         (short, "has 2 frames"),
         (small, "frames are 32x32, the video's are 64x64"),
     ]:
-        run_dir = tmp_path / "run"
-        run_dir.mkdir(exist_ok=True)
-        with pytest.raises(UserError, match=msg):
-            run_video(_cfg(tiny_pipeline, video, tmp_path, ["a blue cube"], f"mask={path}"), run_dir)
-        assert not any(run_dir.iterdir())
+        out = tmp_path / "out"
+        args = ["--config", "tuneavideo.yaml", "--model", str(tiny_pipeline), "--video", str(video)]
+        args += ["--prompt", "a red cube", "--edit", "a blue cube", "--mask", str(path), "--output", str(out)]
+        assert main(args + TINY) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and msg in err and "\n" not in err, err
+        assert not out.exists()
     folder = tmp_path / "mask-folder"
     for i, m in enumerate(gt[:3]):
         save_image(folder / f"{i:04d}.png", m.float()[..., None].expand(-1, -1, 3))
@@ -163,4 +217,4 @@ def test_mask_input_errors(tiny_pipeline, clip, tmp_path):
         run_dir.mkdir()
         run_video(_cfg(tiny_pipeline, video, tmp_path, ["a blue cube"], f"mask={path}"), run_dir)
         used = read_video(run_dir / "mask-0.mp4", 3, size=64).frames[:, 0] > 0.5
-        assert _iou(used, gt[:3]) > 0.3 and used.float().mean() < 0.6  # the given region, cell-aligned
+        assert _iou(used, gt[:3]) > 0.9  # the given region, as given
