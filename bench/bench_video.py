@@ -172,6 +172,17 @@ def bench_clip(
     return out
 
 
+def write_strip(run_dir: Path, out: Path) -> Path:
+    """The docs' before/after strip of one clip: rows source, edit with local editing off, on, its mask."""
+    import imageio.v3 as iio
+    import numpy as np
+
+    names = ["source.mp4", "global-edit-0.mp4", "local-edit-0.mp4", "local-mask-0.mp4"]
+    rows = [np.concatenate([np.asarray(f)[..., :3] for f in iio.imiter(run_dir / n)], axis=1) for n in names]
+    iio.imwrite(out, np.concatenate(rows, axis=0).repeat(2, 0).repeat(2, 1))
+    return out
+
+
 def _keep(run_dir: Path, prefix: str) -> None:
     """Keep a run's edit-0 outputs under prefix-* for the docs' strips (the next run overwrites them)."""
     for name in ("edit-0.mp4", "mask-0.mp4", "compare-0.mp4"):
@@ -196,7 +207,13 @@ def main() -> None:
     p.add_argument("--reuse", action="store_true", help="clips already fine-tuned in --work: export-only runs")
     p.add_argument("--json", default=None, help="also write the figures there")
     p.add_argument("overrides", nargs="*")
+    p.add_argument("--strips", default=None, help="only write the docs' strips of --work's clips to this folder")
     a = p.parse_args()
+    if a.strips:
+        for method in a.methods.split(","):
+            for name in a.clips.split(","):
+                print(write_strip(Path(a.work) / method / name, Path(a.strips) / f"{method}-local-edit-{name}.png"))
+        return
     torch.set_num_threads(a.threads)
     logging.basicConfig(level=logging.WARNING)
     work = Path(a.work or tempfile.mkdtemp(prefix="bench-video-"))
