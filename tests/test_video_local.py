@@ -129,7 +129,12 @@ def test_blend_mask_finds_the_object(tmp_path):
 
     L.seed_everything(0, verbose=False)
     layer = {"model": "builtin", "prompt": "a red cube", "edit": ["a blue cube"]}
-    steps = ["trainer.max_steps=60", "trainer.checkpoint_every=1000", "trainer.log_every=0"]
+    steps = [
+        "trainer.max_steps=60",
+        "trainer.checkpoint_every=1000",
+        "trainer.log_every=0",
+        "trainer.precision=32-true",
+    ]
     cfg = build_config(VideoEditConfig, read_yaml(resolve_config_path("tuneavideo")), layer, steps)
     p = load_prior("builtin")
     frames, gt = moving_shape_and_mask(4, 64, "cube", "red", motion="rise", background="grey")
