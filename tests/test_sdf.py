@@ -144,3 +144,13 @@ def test_a_method_with_the_sdf_representation_exports_one_watertight_component(t
     assert (t["components"], t["watertight"], t["genus"]) == (1, True, 0)
     radii = np.linalg.norm(mesh.vertices - mesh.vertices.mean(0), axis=1)
     assert 0.3 < radii.mean() < 0.7  # about the initial sphere after 3 steps
+
+
+def test_bad_sdf_settings_are_one_line_errors_before_anything_is_written(tmp_path, capsys):
+    base = ["--config", "dreamfusion.yaml", "--prompt", "a red cube", "--output", str(tmp_path), "representation=sdf"]
+    assert launch.main([*base, "parts.sdf.beta=[0,1]"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: config key 'parts.sdf.beta'") and err.count("\n") == 1
+    assert launch.main([*base, "parts.sdf.radius=1"]) == 2
+    assert "did you mean 'parts.sdf.sphere_radius'?" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
