@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import torch
 
-from gen3d.export import export_trimesh, extract_mesh
 from gen3d.geometry.sdf import SDFField, SDFSettings, eikonal_points
 from gen3d.render.volume import VolumeRenderer
 from gen3d.representations import register
@@ -54,6 +53,8 @@ class SDFRepresentation(VolumeRepresentation):
 
     def export(self, scene, albedo_fn, out_dir, cfg, device):
         """Marching cubes of the zero level set (export.threshold does not apply), baked through the density."""
+        from gen3d.export import export_trimesh, extract_mesh  # trimesh, xatlas: on export only
+
         geo, e = scene.geometry, cfg.export
         mesh, _ = extract_mesh(
             lambda p: -geo.sdf(p.to(device)).float().cpu(),
