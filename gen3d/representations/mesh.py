@@ -1,7 +1,7 @@
 """`mesh`: a triangle mesh with vertex offsets and a texture field (gen3d.geometry.mesh), rasterised.
 
 It cannot start a method: it starts from the previous stage's particle, the isosurface of any
-geometry with a `density` field (a NeRF volume) or a copy of a previous mesh stage's mesh."""
+geometry with a `density` field (a NeRF volume; an SDF's zero level set, at its `surface_density()`) or a copy of a previous mesh stage's mesh."""
 
 from __future__ import annotations
 
@@ -20,7 +20,9 @@ class MeshRepresentation(Representation):
 
     def from_previous(self, scene, previous, cfg):
         if hasattr(previous.geometry, "density"):  # a field: its isosurface, its weights as the texture
-            scene.geometry = MeshGeometry.from_implicit(previous.geometry, cfg.mesh)
+            level = getattr(previous.geometry, "surface_density", None)  # a surface field's (an SDF's) level
+            kwargs = {} if level is None else {"threshold": level()}
+            scene.geometry = MeshGeometry.from_implicit(previous.geometry, cfg.mesh, **kwargs)
         else:
             super().from_previous(scene, previous, cfg)
 
