@@ -28,6 +28,7 @@ from gen3d.utils.distributed import global_rank, parallel_trainer_kwargs
 from gen3d.utils.loggers import ExperimentLogs
 from gen3d.utils.media import image_grid, save_image, write_video
 from gen3d.utils.progress import stage_callbacks
+from gen3d.utils.schedule import schedule_max
 
 log = logging.getLogger("gen3d")
 step_log = logging.getLogger("gen3d.steps")  # log.txt; the console only with --verbose (the bar shows them)
@@ -159,10 +160,11 @@ def run_text3d(
             log.info("stage %s: %s for %d steps", name, "resuming" if have else "training", scfg.trainer.max_steps)
             trainer = make_trainer(scfg, ckpt_dir, preview_dir, name, run_dir)
             world = trainer.world_size
+            batch = schedule_max(scfg.trainer.batch_size)  # each step takes its own share (cameras_at_step)
             data = RandomCameraDataset(
-                scfg.camera, seed=scfg.seed, length=max(scfg.trainer.max_steps, 1) * scfg.trainer.batch_size * world
+                scfg.camera, seed=scfg.seed, length=max(scfg.trainer.max_steps, 1) * batch * world
             )
-            loader = torch.utils.data.DataLoader(data, batch_size=scfg.trainer.batch_size, num_workers=0)
+            loader = torch.utils.data.DataLoader(data, batch_size=batch, num_workers=0)
             t0 = time.perf_counter()
             trainer.fit(system, loader, ckpt_path=str(last) if have else None)
             log.info(
