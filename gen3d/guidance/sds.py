@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from gen3d.config import ranged
 from gen3d.diffusion.noise import add_noise
 from gen3d.diffusion.prior import Prior
+from gen3d.errors import UserError
 from gen3d.guidance import GUIDANCES, GuidanceType, common
 from gen3d.utils.schedule import schedule_value
 
@@ -150,6 +151,16 @@ class SDSGuidance:
         return {**self.finish(latents, grad, step), "t": t}
 
 
+def check_resolution(cfg: Any) -> None:
+    """guidance.resolution: None or a positive multiple of 8 (the VAE's downsampling)."""
+    size = cfg.guidance.resolution
+    if size is not None and (size < 8 or size % 8):
+        raise UserError(f"guidance.resolution must be a multiple of 8 (e.g. 512 or 256), got {size}")
+
+
 GUIDANCES.register(
-    "sds", GuidanceType(GuidanceConfig, lambda prior, cfg, ctx: SDSGuidance(prior, cfg, latents=ctx.latents))
+    "sds",
+    GuidanceType(
+        GuidanceConfig, lambda prior, cfg, ctx: SDSGuidance(prior, cfg, latents=ctx.latents), check=check_resolution
+    ),
 )
