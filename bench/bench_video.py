@@ -38,7 +38,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gen3d.config import build_config, read_yaml, resolve_config_path  # noqa: E402
+from gen3d.config import read_yaml, resolve_config_path  # noqa: E402
+from gen3d.profiles import build_with_profile  # noqa: E402
 from gen3d.utils.media import write_video  # noqa: E402
 from video.config import VideoEditConfig  # noqa: E402
 from video.demo import backdrop, moving_shape_and_mask  # noqa: E402
@@ -117,7 +118,7 @@ def bench_clip(method: str, spec: ClipSpec, work: Path, judge: Judge, overrides:
     out = {}
     run_dir = work / method / spec.name
     for local in (True, False):
-        cfg = build_config(
+        cfg = build_with_profile(
             VideoEditConfig,
             read_yaml(resolve_config_path(config)),
             base,
