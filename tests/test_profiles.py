@@ -96,7 +96,26 @@ def test_a_resolved_config_is_not_profiled_again():
     assert build_with_profile(Text3DConfig, saved).camera.height == 64  # (what re-applying would do)
 
 
-def test_run_names_its_profile_in_config_and_log(tiny_pipeline, tmp_path):
+@pytest.fixture
+def info_logs():
+    """gen3d's INFO lines reach the run's log.txt, as under launch.py."""
+    import logging
+
+    logger = logging.getLogger("gen3d")
+    old, handlers = logger.level, list(logging.getLogger().handlers)
+    logger.setLevel(logging.INFO)
+
+    def close_run_logs():  # the log.txt handlers the runs added (one per run in this process)
+        for handler in [h for h in logging.getLogger().handlers if h not in handlers]:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+
+    yield close_run_logs
+    close_run_logs()
+    logger.setLevel(old)
+
+
+def test_run_names_its_profile_in_config_and_log(tiny_pipeline, tmp_path, info_logs):
     from gen3d.cli import run_from_args
 
     args = ["--config", "dreamfusion.yaml", "--prompt", "a red cube", "--model", str(tiny_pipeline)]
@@ -104,8 +123,8 @@ def test_run_names_its_profile_in_config_and_log(tiny_pipeline, tmp_path):
     run_dir = Path(run_from_args(launch.parse_args(args))["run_dir"])
     assert read_yaml(run_dir / "config.yaml")["profile"] == "builtin"
     lines = [line.split(" ", 2)[-1] for line in (run_dir / "log.txt").read_text().splitlines()]
-    assert lines[0].startswith("run directory:")
-    assert lines[1].startswith("profile: builtin (configs/profiles/builtin/dreamfusion.yaml)")
+    first = next(i for i, line in enumerate(lines) if line.startswith("run directory:"))
+    assert lines[first + 1].startswith("profile: builtin (configs/profiles/builtin/dreamfusion.yaml)")
 
 
 def test_default_model_missing_is_the_download_message(capsys, tmp_path):
@@ -127,7 +146,7 @@ def sizes(run_dir):
     ]
 
 
-def test_resolution_and_batch_schedules_resume_at_the_scheduled_size(tiny_pipeline, tmp_path):
+def test_resolution_and_batch_schedules_resume_at_the_scheduled_size(tiny_pipeline, tmp_path, info_logs):
     """camera.height/width 16 -> 24 px and the batch 2 -> 1 at step 2; resumed from the step-1 checkpoint,
     the run continues at 16 px for step 1 and switches at step 2, as the uninterrupted run did."""
     from gen3d.cli import run_from_args
@@ -143,8 +162,8 @@ def test_resolution_and_batch_schedules_resume_at_the_scheduled_size(tiny_pipeli
     ckpt = run_dir / "ckpts" / "step-000001.ckpt"
     assert ckpt.is_file()
     (run_dir / "ckpts" / "last.ckpt").unlink()
-    log = run_dir / "log.txt"
-    log.write_text("")
+    info_logs()
+    (run_dir / "log.txt").write_text("")
     run_from_args(launch.parse_args(["--resume", str(ckpt)]))
     assert sizes(run_dir) == [(16, 16, 2, 1), (24, 24, 1, 2)]
 
