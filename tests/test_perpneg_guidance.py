@@ -1,6 +1,7 @@
 """The Perp-Neg guidance types' gradients against stub UNets: sds-perpneg = w(t) (eps_perpneg - eps);
 vsd-perpneg = w(t) (eps_perpneg - eps_phi(plain prompt, camera)), its LoRA trained on the plain prompt."""
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -156,3 +157,31 @@ def test_vsd_perpneg_pretrained_branch_only(lora_prior):
     # checked against the same module's reference call (perp_neg_eps) as well
     pos, negs, w = perp_neg_inputs(v.view_emb, uncond, cams.elevation, cams.azimuth)
     torch.testing.assert_close(perp_neg_eps(prior, x_t, t, pos, uncond, negs, w, 7.5), eps_pn, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "config, guidance", [("dreamfusion.yaml", "sds-perpneg"), ("prolificdreamer.yaml", "vsd-perpneg")]
+)
+def test_perpneg_types_run_from_the_command_line(config, guidance, tiny_pipeline, tmp_path):
+    import launch
+    from gen3d.cli import run_from_args
+    from tests.test_profiles import TINY
+
+    args = ["--config", config, "--prompt", "a red cube", "--model", str(tiny_pipeline), "--output", str(tmp_path)]
+    args += [*TINY, "camera.height=16", "camera.width=16", f"guidance.type={guidance}"]
+    # ProlificDreamer: its VSD stage only (the Perp-Neg type replaces VSD there)
+    args += ["stages=[{name: nerf, overrides: {trainer: {max_steps: 2}}}]"] if "vsd" in guidance else ["--steps", "2"]
+    result = run_from_args(launch.parse_args(args))
+    assert torch.isfinite(torch.tensor(result["last_loss"]))
+    assert f"type: {guidance}" in (Path(result["run_dir"]) / "config.yaml").read_text()
+
+
+def test_perpneg_without_view_prompts_is_one_line(tiny_pipeline, tmp_path, capsys):
+    import launch
+
+    args = ["--config", "dreamfusion.yaml", "--prompt", "a red cube", "--model", str(tiny_pipeline)]
+    args += ["--output", str(tmp_path / "o"), "guidance.type=sds-perpneg", "prompt_processor.view_dependent=false"]
+    code = launch.main(args)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0 and "view_dependent=true" in err, err
+    assert not (tmp_path / "o").exists()
