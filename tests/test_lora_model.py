@@ -31,7 +31,7 @@ def test_lora_sits_on_the_second_model_and_the_next_stage_continues_it(tiny_pipe
     assert guide.lora_prior is not prior and guide.lora.unet is guide.lora_prior.unet
     assert guide.lora_prior.path == Path(second_pipeline).resolve()
     assert adapters(guide.lora_prior.unet) == {"vsd"} and adapters(prior.unet) == set()  # the prior stays bare
-    assert guide.lora_prior.text_encoder is None  # the LoRA branch takes the prior's embeddings
+    assert guide.lora_prior.text_encoder is None and guide.lora_prior.vae is None  # the prior's embeddings, latents
 
     # a different model's scores: the zero-initialised LoRA on model 2 is not the prior's eps
     g = torch.Generator().manual_seed(0)

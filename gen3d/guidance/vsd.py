@@ -139,7 +139,9 @@ class VSDGuidance(SDSGuidance):
         self.lora_prior = lora_prior or prior  # a plain attribute: its frozen weights stay out of checkpoints
         if lora is not None and lora.unet is not self.lora_prior.unet:
             raise UserError("the VSD LoRA passed in sits on another UNet than the LoRA model's")
-        self.lora = lora or VSDLoRA(self.lora_prior.unet, rank=cfg.lora_rank, alpha=cfg.lora_alpha)
+        self.lora = (
+            lora if lora is not None else VSDLoRA(self.lora_prior.unet, rank=cfg.lora_rank, alpha=cfg.lora_alpha)
+        )
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return list(self.lora.parameters())
@@ -209,14 +211,14 @@ class VSDGuidance(SDSGuidance):
 
 def lora_prior_of(prior: Prior, cfg: VSDConfig, ctx: GuidanceContext) -> Prior:
     """The model the LoRA sits on: the one an earlier stage's LoRA sits on, else `guidance.lora_model`
-    loaded like the prior (its text encoder dropped: the LoRA branch takes the prior's embeddings), else
-    the prior itself (shared)."""
+    loaded like the prior (its text encoder and VAE dropped: the LoRA branch takes the prior's embeddings
+    and latents), else the prior itself (shared)."""
     if ctx.state.get("vsd_lora") is not None:
         return ctx.state.get("vsd_lora_prior") or prior
     if cfg.lora_model is None:
         return prior
     second = load_prior(cfg.lora_model, device=prior.device, dtype=prior.dtype)
-    second.text_encoder = None
+    second.text_encoder = second.vae = None
     return second
 
 
