@@ -66,7 +66,8 @@ def test_paper_scale_by_default_and_builtin_restores_the_cpu_settings():
 
     pd = dict(stage_configs(resolve("prolificdreamer.yaml")))
     assert pd["nerf"].camera.height == {"milestones": [5000], "values": [64, 512]}
-    assert pd["nerf"].guidance.lora_model == "stabilityai/stable-diffusion-2-1"
+    assert pd["nerf"].guidance.lora_model is None  # the default stays shared (issue 12)
+    assert pd["nerf"].guidance.lora_lr == 1e-4 and pd["nerf"].loss.sparsity == 10
     assert [pd[s].trainer.max_steps for s in ("nerf", "geometry", "texture")] == [25000, 15000, 30000]
     assert pd["geometry"].camera.height == 512 and pd["geometry"].guidance.type == "sds"
     pd_cpu = dict(stage_configs(resolve("prolificdreamer.yaml", {"model": "builtin"})))
