@@ -92,6 +92,8 @@ def profile_line(cfg: Any) -> str | None:
     name = getattr(cfg, "profile", None)
     if name is None:
         return None
+    if name not in PROFILES:  # a run's own config.yaml written before profiles existed: used as it is
+        return f"profile: {name} (the run's config.yaml as it is)"
     path = profile_file(name, getattr(cfg, "name", ""))
     where = f" ({path.relative_to(CONFIG_DIR.parent)})" if path.is_file() else ""
     return f"profile: {name}{where}: {PROFILES.get(name).about}"

@@ -12,7 +12,7 @@ import pytest
 import launch
 from gen3d.config import read_yaml, resolve_config_path
 from gen3d.errors import UserError
-from gen3d.profiles import build_with_profile, profile_name
+from gen3d.profiles import build_with_profile, profile_line, profile_name
 from gen3d.systems.config import Text3DConfig
 from gen3d.systems.stages import stage_configs
 from video.config import VideoEditConfig
@@ -95,6 +95,8 @@ def test_a_resolved_config_is_not_profiled_again():
     }
     assert build_with_profile(Text3DConfig, saved, resolved=True).camera.height == 32
     assert build_with_profile(Text3DConfig, saved).camera.height == 64  # (what re-applying would do)
+    older = build_with_profile(Text3DConfig, {**saved, "profile": "auto"}, resolved=True)  # a run from before
+    assert older.camera.height == 32 and profile_line(older) == "profile: auto (the run's config.yaml as it is)"
 
 
 @pytest.fixture
