@@ -29,6 +29,7 @@ from gen3d.config import CONFIG_DIR, build_config, read_yaml
 from gen3d.registry import Registry
 
 PROFILE_DIR = CONFIG_DIR / "profiles"
+BUILTIN_MAX_LENGTH = 16  # the builtin tokenizer's model_max_length (gen3d.prior.tokenizer.MODEL_MAX_LENGTH)
 
 
 @dataclass(frozen=True)
@@ -41,14 +42,13 @@ PROFILES: Registry[Profile] = Registry("prior profile")
 
 
 def is_builtin_kind(model: str) -> bool:
-    """The builtin prior, or a local pipeline folder with its closed-vocabulary tokenizer (no download)."""
-    from gen3d.prior.tokenizer import MODEL_MAX_LENGTH
-
+    """The builtin prior, or a local pipeline folder with its closed-vocabulary tokenizer (no download, and
+    no transformers import on the validation path)."""
     if model == "builtin":
         return True
     config = Path(str(model)).expanduser() / "tokenizer" / "tokenizer_config.json"
     try:
-        return json.loads(config.read_text()).get("model_max_length") == MODEL_MAX_LENGTH
+        return json.loads(config.read_text()).get("model_max_length") == BUILTIN_MAX_LENGTH
     except (OSError, ValueError):
         return False
 
@@ -71,9 +71,11 @@ def profile_file(profile: str, method: str) -> Path:
 
 
 def profile_layer(profile: str, method: str) -> dict:
-    """The overrides of `profile` for `method` (empty when it has none for that method)."""
+    """The overrides of `profile` for `method` (empty when it has none for that method, or when the method
+    name is no plain file name: `check_name` rejects it next)."""
     path = profile_file(profile, method)
-    return read_yaml(path) if path.is_file() else {}
+    plain = Path(method).name == method and method not in ("", ".", "..")
+    return read_yaml(path) if plain and path.is_file() else {}
 
 
 def build_with_profile(schema_cls: type, method_cfg: dict, *later: Any, resolved: bool = False) -> Any:
@@ -94,6 +96,7 @@ def profile_line(cfg: Any) -> str | None:
         return None
     if name not in PROFILES:  # a run's own config.yaml written before profiles existed: used as it is
         return f"profile: {name} (the run's config.yaml as it is)"
-    path = profile_file(name, getattr(cfg, "name", ""))
-    where = f" ({path.relative_to(CONFIG_DIR.parent)})" if path.is_file() else ""
+    method = getattr(cfg, "name", "")
+    path = profile_file(name, method)
+    where = f" ({path.relative_to(CONFIG_DIR.parent)})" if profile_layer(name, method) else ""
     return f"profile: {name}{where}: {PROFILES.get(name).about}"

@@ -44,6 +44,10 @@ def test_auto_profile_follows_the_model(tiny_pipeline, tmp_path):
     assert profile_name("auto", str(sd)) == "sd"
     assert profile_name("auto", "stabilityai/stable-diffusion-2-1-base") == "sd"  # decided without the hub
     assert profile_name("builtin", str(sd)) == "builtin"
+    from gen3d.prior.tokenizer import MODEL_MAX_LENGTH
+    from gen3d.profiles import BUILTIN_MAX_LENGTH
+
+    assert BUILTIN_MAX_LENGTH == MODEL_MAX_LENGTH
     with pytest.raises(UserError, match="unknown prior profile 'tiny'.*builtin, sd"):
         profile_name("tiny", "builtin")
 
@@ -175,7 +179,7 @@ def test_resolution_and_batch_schedules_resume_at_the_scheduled_size(tiny_pipeli
     "override, words",
     [
         ("camera.height={milestones: [300, 100], values: [64, 128, 512]}", "strictly increasing"),
-        ("camera.width={milestones: [10], values: [64, 0]}", "integer >= 1"),
+        ("camera.width={milestones: [10], values: [64, 0]}", "'camera.width' must be in [8, 8192] (got 0)"),
         ("trainer.batch_size={milestones: [10, 10], values: [1, 2, 3]}", "strictly increasing"),
         ("guidance.resolution=100", "multiple of 8"),
     ],
