@@ -79,10 +79,11 @@ def test_paper_scale_by_default_and_builtin_restores_the_cpu_settings():
     assert [pd_cpu[s].trainer.max_steps for s in ("nerf", "geometry", "texture")] == [600, 200, 300]
 
     video = resolve("controlvideo.yaml", schema=VideoEditConfig)
-    assert (video.model, video.controlnet, video.size) == (
+    assert (video.model, video.controlnet, video.size, video.trainer.lr) == (
         "stable-diffusion-v1-5/stable-diffusion-v1-5",
         "lllyasviel/sd-controlnet-canny",
-        512,
+        0,  # the native 512 px on CUDA (video/config.py's per-device default)
+        3e-5,
     )
     video_cpu = resolve("controlvideo.yaml", {"model": "builtin"}, schema=VideoEditConfig)
     assert (video_cpu.controlnet, video_cpu.size, video_cpu.trainer.max_steps) == (None, 0, 300)
