@@ -17,7 +17,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gen3d.config import build_config, read_yaml, resolve_config_path  # noqa: E402
+from gen3d.config import read_yaml, resolve_config_path  # noqa: E402
+from gen3d.profiles import build_with_profile  # noqa: E402
 from gen3d.systems.text3d import RandomCameraDataset, Text3DConfig, Text3DSystem, batch_to_cameras  # noqa: E402
 
 
@@ -30,7 +31,7 @@ def main() -> None:
     p.add_argument("overrides", nargs="*")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    cfg = build_config(
+    cfg = build_with_profile(
         Text3DConfig,
         read_yaml(resolve_config_path("dreamfusion.yaml")),
         {"prompt": "a red cube", "model": a.model, "prompt_processor": {"cache_dir": None}},

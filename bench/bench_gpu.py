@@ -31,7 +31,8 @@ sys.path.insert(0, str(ROOT))
 import lightning as L  # noqa: E402
 from lightning.pytorch.callbacks import Callback  # noqa: E402
 
-from gen3d.config import build_config, read_yaml, resolve_config_path  # noqa: E402
+from gen3d.config import read_yaml, resolve_config_path  # noqa: E402
+from gen3d.profiles import build_with_profile  # noqa: E402
 
 SD_UNETS = {  # UNet2DConditionModel configs of Stable Diffusion 2.1-base and 1.5 (sizes only)
     "sd21": dict(cross_attention_dim=1024, attention_head_dim=[5, 10, 20, 20], use_linear_projection=True),
@@ -117,7 +118,7 @@ def bench_text3d(a, overrides: list[str], model: str, extra: dict) -> dict:
     from gen3d.systems.stages import stage_configs
     from gen3d.systems.text3d import RandomCameraDataset, Text3DConfig, Text3DSystem
 
-    cfg = build_config(
+    cfg = build_with_profile(
         Text3DConfig,
         read_yaml(resolve_config_path(a.config)),
         {"prompt": a.prompt, "model": model, "device": "cuda", **extra},
@@ -125,8 +126,11 @@ def bench_text3d(a, overrides: list[str], model: str, extra: dict) -> dict:
     )
     name, scfg = stage_configs(cfg)[0]
     system = Text3DSystem(scfg)
-    data = RandomCameraDataset(scfg.camera, length=(a.steps + a.warmup) * scfg.trainer.batch_size, seed=0)
-    loader = torch.utils.data.DataLoader(data, batch_size=scfg.trainer.batch_size)
+    from gen3d.utils.schedule import schedule_max
+
+    batch = schedule_max(scfg.trainer.batch_size)  # (a schedule: each step takes its share)
+    data = RandomCameraDataset(scfg.camera, length=(a.steps + a.warmup) * batch, seed=0)
+    loader = torch.utils.data.DataLoader(data, batch_size=batch)
     r = fit(system, loader, a.steps, a.warmup, scfg.trainer.precision)
     r.update(
         stage=name,
@@ -146,7 +150,7 @@ def bench_video(a, work: Path) -> dict:
     from video.tune import VideoTuner, _Steps
 
     model = sd_sized_pipeline("sd15", work / "sd15-random")
-    cfg = build_config(
+    cfg = build_with_profile(
         VideoEditConfig,
         read_yaml(resolve_config_path("tuneavideo.yaml")),
         {"model": str(model), "frames": a.frames, "size": a.size},

@@ -45,7 +45,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gen3d.config import build_config, read_yaml, resolve_config_path  # noqa: E402
+from gen3d.config import read_yaml, resolve_config_path  # noqa: E402
+from gen3d.profiles import build_with_profile  # noqa: E402
 from gen3d.utils.media import write_video  # noqa: E402
 from video.config import VideoEditConfig  # noqa: E402
 from video.demo import backdrop, moving_shape_and_mask  # noqa: E402
@@ -129,7 +130,7 @@ def _frames(run_dir: Path, i: int) -> torch.Tensor:
 
 
 def _config(method: str, base: dict, overrides: list[str]) -> VideoEditConfig:
-    return build_config(VideoEditConfig, read_yaml(resolve_config_path(METHODS[method])), base, overrides)
+    return build_with_profile(VideoEditConfig, read_yaml(resolve_config_path(METHODS[method])), base, overrides)
 
 
 def _run(cfg: VideoEditConfig, run_dir: Path, tune: bool) -> tuple[float, float]:

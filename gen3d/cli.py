@@ -10,10 +10,11 @@ import logging
 import re
 from pathlib import Path
 
-from gen3d.config import NAME, NAME_DOC, build_config, literal, read_yaml, resolve_config_path
+from gen3d.config import NAME, NAME_DOC, literal, read_yaml, resolve_config_path
 from gen3d.errors import UserError
 from gen3d.methods import METHOD_ALIASES, SYSTEMS, system_of
 from gen3d.reliability.versions import check_torch_version
+from gen3d.profiles import build_with_profile, profile_line
 from gen3d.systems.stages import with_steps
 from gen3d.utils.distributed import device_overrides, global_rank, inherited_run_dir, release_run_dir, share_run_dir
 from gen3d.utils.loggers import check_loggers
@@ -164,7 +165,8 @@ def run_from_args(args: argparse.Namespace) -> dict:
         raise UserError("--gpus / --devices do not apply to this config")
     flags = _flag_overrides(args, schema_cls)
     steps = flags.get("trainer", {}).pop("max_steps", None)  # applied below: staged methods split it
-    cfg = build_config(schema_cls, yaml_cfg, flags, devices, list(args.overrides))
+    later = (flags, devices, list(args.overrides))
+    cfg = build_with_profile(schema_cls, yaml_cfg, *later, resolved=not args.config)  # gen3d.profiles
     if steps is not None:
         cfg = with_steps(cfg, steps)
     check_name(getattr(cfg, "name", system))
@@ -189,6 +191,8 @@ def run_from_args(args: argparse.Namespace) -> dict:
         if global_rank() == 0:
             handler = _add_log_file(run_dir)
             logging.getLogger("gen3d").info("run directory: %s", run_dir)
+            if profile_line(cfg):
+                logging.getLogger("gen3d").info(profile_line(cfg))
         result = _call(_load(run_ref), cfg, run_dir, resume, args.export_only, **options)
         if global_rank() == 0:
             from gen3d.report.summary import finish_run

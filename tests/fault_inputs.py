@@ -21,9 +21,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 BUILTIN = REPO / "extern" / "builtin-prior"
-DF = ["--config", "dreamfusion.yaml", "--prompt", "a red cube"]
-PD = ["--config", "prolificdreamer.yaml", "--prompt", "a red cube"]
+# the configs' default model is a hub id (paper scale); these cases run on the builtin prior (its profile)
+DF = ["--config", "dreamfusion.yaml", "--prompt", "a red cube", "--model", "builtin"]
+PD = ["--config", "prolificdreamer.yaml", "--prompt", "a red cube", "--model", "builtin"]
 TAV = ["--config", "tuneavideo.yaml", "--video", "{frames}", "--prompt", "a red cube", "--edit", "a blue cube"]
+TAV += ["--model", "builtin"]
 
 
 @dataclass(frozen=True)
@@ -113,10 +115,10 @@ CASES = [
     _c("override without =", [*DF, "camera.height"], "must look like key=value"),
     _c("interpolation in an override", [*DF, "prompt=${nosuch}"], "Interpolation key 'nosuch' not found"),
     # S2: --prompt / --edit are data: ${...} is not interpolated (the builtin prior then rejects the word)
-    _c("--prompt ${nosuch}", ["--config", "dreamfusion.yaml", "--prompt", "${nosuch}"], "unknown word"),
+    _c("--prompt ${nosuch}", [*DF[:2], "--model", "builtin", "--prompt", "${nosuch}"], "unknown word"),
     _c(
         "--prompt ${oc.env:HOME}",
-        ["--config", "dreamfusion.yaml", "--prompt", "${oc.env:HOME}"],
+        [*DF[:2], "--model", "builtin", "--prompt", "${oc.env:HOME}"],
         "unknown word '${oc.env:home}'",
     ),
     # the device and the model are checked before the run directory exists
@@ -220,10 +222,12 @@ def make_fixtures(work: Path) -> dict[str, str]:
 
 def _prolificdreamer_run(run: Path) -> Path:
     """A finished-looking 1-particle ProlificDreamer run: config.yaml and a (placeholder) stage checkpoint."""
-    from gen3d.config import build_config, read_yaml, resolve_config_path, to_yaml
+    from gen3d.config import read_yaml, resolve_config_path, to_yaml
+    from gen3d.profiles import build_with_profile
     from gen3d.systems.config import Text3DConfig
 
-    cfg = build_config(Text3DConfig, read_yaml(resolve_config_path("prolificdreamer.yaml")), {"prompt": "a red cube"})
+    layer = {"prompt": "a red cube", "model": "builtin"}  # as the cases' PD runs: the builtin profile
+    cfg = build_with_profile(Text3DConfig, read_yaml(resolve_config_path("prolificdreamer.yaml")), layer)
     for stage in ("nerf", "geometry"):
         (run / "ckpts" / stage).mkdir(parents=True)
         (run / "ckpts" / stage / "last.ckpt").write_bytes(b"")

@@ -14,6 +14,7 @@ import launch
 from gen3d.cli import _flag_overrides
 from gen3d.config import build_config, literal, ranged, read_yaml, resolve_config_path, to_yaml
 from gen3d.errors import UserError
+from gen3d.profiles import build_with_profile
 from gen3d.systems.config import Text3DConfig
 from gen3d.systems.stages import split_steps, stage_configs, with_steps
 from tests.fault_inputs import CASES, REPO, cuda_available, make_fixtures, run_case
@@ -138,7 +139,8 @@ def test_steps_split_over_stages_in_proportion():
     assert split_steps(110, [600, 200, 300]) == [60, 20, 30]
     assert split_steps(10, [600, 200, 300]) == [5, 2, 3]  # largest remainders
     assert split_steps(2, [600, 200, 300]) == [1, 1, 1]  # every stage trains at least one step
-    cfg = build_config(Text3DConfig, read_yaml(resolve_config_path("prolificdreamer.yaml")), {"prompt": "a red cube"})
+    layer = {"prompt": "a red cube", "model": "builtin"}  # the builtin profile's stages: 600 / 200 / 300
+    cfg = build_with_profile(Text3DConfig, read_yaml(resolve_config_path("prolificdreamer.yaml")), layer)
     steps = [s.trainer.max_steps for _, s in stage_configs(with_steps(cfg, 11))]
     assert steps == [6, 2, 3]
     single = build_config(Text3DConfig, read_yaml(resolve_config_path("dreamfusion.yaml")))
@@ -159,6 +161,7 @@ def test_cli_applies_steps_to_every_stage(tmp_path, monkeypatch):
 
     root, handlers = logging.getLogger(), list(logging.getLogger().handlers)
     args = ["--config", "prolificdreamer.yaml", "--prompt", "a red cube", "--steps", "12", "--output", str(tmp_path)]
+    args += ["--model", "builtin"]  # the builtin profile's stages (600 / 200 / 300)
     try:
         run_from_args(launch.parse_args(args))
     finally:

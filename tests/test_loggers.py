@@ -93,11 +93,14 @@ def test_logger_setting_forms():
     ("override", "message"),
     [("logger=wandb", "logger=wandb: wandb is not installed"), ("logger=[csv,mlflow]", "unknown logger 'mlflow'")],
 )
-def test_bad_logger_is_one_line_before_anything_is_written(override, message, tmp_path, capsys, monkeypatch):
+def test_bad_logger_is_one_line_before_anything_is_written(
+    override, message, tmp_path, capsys, monkeypatch, tiny_pipeline
+):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
     out = tmp_path / "out"
-    code = launch.main(["--config", "dreamfusion.yaml", "--prompt", "a red cube", "--output", str(out), override])
+    args = ["--config", "dreamfusion.yaml", "--prompt", "a red cube", "--model", str(tiny_pipeline)]
+    code = launch.main([*args, "--output", str(out), override])  # (the config's default model is a hub id)
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
     assert not out.exists()

@@ -157,7 +157,10 @@ def test_toy_parts_config_is_checked_before_anything_is_written(toy_parts, tiny_
         ("representation=voxels", "representation: unknown representation 'voxels' (known: mesh, sdf, volume"),
         ("representation=mseh", "did you mean 'mesh'?"),
         ("representation=mesh", "cannot use representation 'mesh': it starts from a previous stage's particles"),
-        ("guidance.type=sdss", "guidance.type: unknown guidance type 'sdss' (known: sds, vsd; did you mean 'sds'?)"),
+        (
+            "guidance.type=sdss",
+            "guidance.type: unknown guidance type 'sdss' (known: sds, sds-perpneg, vsd, vsd-perpneg; did you mean 'sds'?)",
+        ),
         ("guidance.lora_rank=8", "unknown config key 'guidance.lora_rank'"),  # a VSD key: SDS's config lacks it
         ("mesh.texture.mlp_hidden=8", "unknown config key 'mesh.texture'"),  # was silently overwritten
         ("mesh.radius=2", "unknown config key 'mesh.radius'"),

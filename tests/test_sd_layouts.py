@@ -30,6 +30,15 @@ def layouts(tmp_path_factory):
     }
 
 
+# the configs are paper scale on these layouts (the sd profile): cut what a few CPU steps cannot afford
+PAPER_SCALE_CUTS = [
+    "renderer.num_samples_per_ray=24",
+    "geometry.hash_grid.n_levels=4",
+    "geometry.hash_grid.log2_hashmap_size=12",
+    "trainer.precision=32-true",
+]
+
+
 def run(config, model, out, *extra):
     return run_from_args(
         launch.parse_args(
@@ -43,6 +52,7 @@ def run(config, model, out, *extra):
                 "--output",
                 str(out),
                 *TINY,
+                *PAPER_SCALE_CUTS,
                 *extra,
             ]
         )
@@ -57,10 +67,31 @@ def test_dreamfusion_on_each_layout(name, layouts, tmp_path):
 
 
 def test_prolificdreamer_stages_on_sd21_v_prediction(layouts, tmp_path):
-    run("prolificdreamer.yaml", layouts["sd21"], tmp_path, PD_STAGES.replace("6", "2").replace("3", "1"))
+    # the LoRA on the prior's own UNet (the paper config's second model, SD 2.1, is tested beside 2.1-base below)
+    run(
+        "prolificdreamer.yaml",
+        layouts["sd21"],
+        tmp_path,
+        PD_STAGES.replace("6", "2").replace("3", "1"),
+        "guidance.lora_model=null",
+    )
     run_dir = tmp_path / "prolificdreamer" / "a-photo-of-a-pineapple"
     for stage in ("nerf", "geometry", "texture"):
         assert (run_dir / "ckpts" / stage / "last.ckpt").is_file()
+
+
+def test_prolificdreamer_lora_on_sd21_beside_sd21_base(layouts, tmp_path):
+    """The paper's pairing: the pretrained score from 2.1-base, the LoRA trained on 2.1 (v-prediction)."""
+    stages = (
+        "stages=[{name: nerf, overrides: {trainer: {max_steps: 2}}}, {name: geometry, overrides: "
+        "{representation: mesh, force_shading: normal, train_texture: false, guidance: {type: sds}, "
+        "trainer: {max_steps: 1}}}, {name: texture, overrides: {representation: mesh, train_geometry: false, "
+        "trainer: {max_steps: 1}}}]"
+    )
+    run("prolificdreamer.yaml", layouts["sd21-base"], tmp_path, stages, f"guidance.lora_model={layouts['sd21']}")
+    run_dir = tmp_path / "prolificdreamer" / "a-photo-of-a-pineapple"
+    assert (run_dir / "ckpts" / "texture" / "last.ckpt").is_file()
+    assert "lora_model: " + str(layouts["sd21"]) in (run_dir / "config.yaml").read_text()
 
 
 def test_magic3d_stages_on_sd15_bin(layouts, tmp_path):

@@ -62,3 +62,23 @@ def test_v_prediction_converted_to_epsilon():
     a = prior.alphas_cumprod[t].view(-1, 1, 1, 1)
     eps = prior.to_epsilon(v, x_t, t)
     torch.testing.assert_close(eps, a.sqrt() * v + (1 - a).sqrt() * x_t)
+
+
+def test_guidance_resolution_sets_the_encoder_input_size():
+    """guidance.resolution: renders are resized to it before the encoder (None: the prior's native size)."""
+    from gen3d.config import build_config
+
+    prior, seen = stub_prior(), []
+    encode = prior.encode_images
+
+    def spy(images, **kwargs):
+        seen.append((tuple(images.shape[-2:]), kwargs.get("resize", True)))
+        return encode(images, **kwargs)
+
+    prior.encode_images = spy
+    cond = torch.randn(1, 4, 8)
+    for size in (None, 16):
+        guide = SDSGuidance(prior, build_config(GuidanceConfig, {"resolution": size}))
+        out = guide(torch.rand(1, 3, 32, 32, requires_grad=True), cond, cond, 0)
+        assert torch.isfinite(out["loss"])
+    assert seen == [((32, 32), True), ((16, 16), False)]  # native: encode_images resizes; else 16 px

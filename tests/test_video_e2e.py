@@ -5,7 +5,8 @@ import json
 import pytest
 import torch
 
-from gen3d.config import build_config, read_yaml, resolve_config_path
+from gen3d.config import read_yaml, resolve_config_path
+from gen3d.profiles import build_with_profile
 from gen3d.utils.media import write_video
 from video.config import VideoEditConfig
 from video.demo import moving_shape
@@ -35,7 +36,7 @@ def _cfg(name, tiny_pipeline, video, tmp_path, *extra):
         "output": str(tmp_path),
         "cache_dir": str(tmp_path / "cache"),
     }
-    return build_config(VideoEditConfig, read_yaml(resolve_config_path(name)), layer, TINY + list(extra))
+    return build_with_profile(VideoEditConfig, read_yaml(resolve_config_path(name)), layer, TINY + list(extra))
 
 
 def _check_outputs(run_dir, n_edits, n_frames, fps):

@@ -3,9 +3,10 @@
 import pytest
 import torch
 
-from gen3d.config import build_config, read_yaml, resolve_config_path
+from gen3d.config import read_yaml, resolve_config_path
 from gen3d.diffusion.prior import BUILTIN_PRIOR, load_prior
 from gen3d.errors import UserError
+from gen3d.profiles import build_with_profile
 from gen3d.utils.media import save_image, write_video
 from video.blend import _dilate, compose, differing_tokens, make_blend, pixel_mask
 from video.config import VideoEditConfig
@@ -43,7 +44,7 @@ def _cfg(tiny_pipeline, video, tmp_path, edit, *extra):
         "output": str(tmp_path),
         "cache_dir": str(tmp_path / "cache"),
     }
-    return build_config(VideoEditConfig, read_yaml(resolve_config_path("tuneavideo")), layer, TINY + list(extra))
+    return build_with_profile(VideoEditConfig, read_yaml(resolve_config_path("tuneavideo")), layer, TINY + list(extra))
 
 
 def _edit_frames(run_dir, i):

@@ -111,6 +111,8 @@ class VideoEditConfig:
     system: str = "video"  # the video-editing system (tuneavideo | controlvideo: older names of it)
     name: str = ranged("tuneavideo", pattern=NAME, doc=NAME_DOC)  # run directory: outputs/<name>/<prompt-slug>
     model: str = "builtin"
+    # prior profile (gen3d.profiles): auto (builtin for the builtin prior, else sd) | builtin | sd
+    profile: str = "auto"
     prompt: str = ""  # caption of the source video
     edit: list[str] = field(default_factory=list)  # edited prompts; each gives edit-<i>.mp4
     video: str = ""  # .mp4, .gif or a folder of frames

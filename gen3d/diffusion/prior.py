@@ -92,6 +92,19 @@ def model_info(name: str) -> ModelInfo:
     )
 
 
+def latent_signature(name: str) -> dict:
+    """What a second model needs in common with a prior to denoise the prior's latents with the prior's
+    text embeddings (VSD's `guidance.lora_model`), read without loading weights: latent (channels, VAE
+    downsampling), text (cross-attention width), timesteps (training schedule length)."""
+    info = model_info(name)
+    vae = info.path / "vae" / "config.json"
+    down = 2 ** (len(json.loads(vae.read_text()).get("block_out_channels", [0])) - 1) if info.has_vae else 1
+    unet = json.loads((info.path / "unet" / "config.json").read_text())
+    scheduler = info.path / "scheduler" / "scheduler_config.json"
+    steps = json.loads(scheduler.read_text()).get("num_train_timesteps", 1000) if scheduler.is_file() else 1000
+    return {"latent": (info.latent_channels, down), "text": unet.get("cross_attention_dim"), "timesteps": steps}
+
+
 @dataclass
 class Prior:
     """Frozen components of a text-to-image diffusion model."""

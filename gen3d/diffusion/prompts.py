@@ -82,7 +82,7 @@ class PromptEmbeddings:
         if not prompt or not prompt.strip():
             raise UserError('the prompt is empty: pass --prompt "a red cube"')
         check_vocabulary(prior.path, prompt)
-        self.cfg = cfg
+        self.cfg, self.prompt = cfg, prompt
         texts = fit_view_prompts(prior.tokenizer, prompt, VIEWS, view_prompt) if cfg.view_dependent else [prompt]
         self.cond = cached_text_embeddings(prior, texts, cfg.cache_dir)  # [V, L, D]
         self.uncond = cached_text_embeddings(prior, [cfg.negative_prompt], cfg.cache_dir)  # [1, L, D]

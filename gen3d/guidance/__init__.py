@@ -33,6 +33,7 @@ class GuidanceContext:
 
     latents: bool = False  # renders are already the prior's latents (rgb_as_latents): no VAE encoder
     state: dict[str, Any] = field(default_factory=dict)  # handed on by earlier stages' guidances
+    prompts: Any = None  # the run's PromptEmbeddings (gen3d.diffusion.prompts): every view's, for Perp-Neg
 
 
 class Guidance(Protocol):
@@ -54,6 +55,8 @@ class GuidanceType:
     # it trains modules of its own (checkpointed): built with the system (when the prior is there), so
     # that a checkpoint restores into them
     holds_modules: bool = False
+    # checks of a stage's whole config before anything is written (e.g. VSD's lora_model); None: none
+    check: Callable[[Any], None] | None = None
 
 
 GUIDANCES: Registry[GuidanceType] = Registry("guidance type", package="gen3d.guidance")

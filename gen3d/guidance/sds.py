@@ -6,14 +6,17 @@ with eps_hat the classifier-free guided prediction of the frozen prior.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import torch
+import torch.nn.functional as F
 
 from gen3d.config import ranged
 from gen3d.diffusion.noise import add_noise
 from gen3d.diffusion.prior import Prior
+from gen3d.errors import UserError
 from gen3d.guidance import GUIDANCES, GuidanceType, common
 from gen3d.utils.schedule import schedule_value
 
@@ -28,6 +31,9 @@ class GuidanceConfig:
     max_step_percent: Any = ranged(0.98, ge=0, le=1)  # schedule
     weighting: str = ranged("sds", choices=common.WEIGHTINGS)  # sds | uniform | fantasia
     grad_clip: Any = ranged(None, gt=0)  # schedule; element-wise clamp of the gradient (None: off)
+    # renders are resized to this many pixels before the VAE encoder (None: the prior's native size, e.g.
+    # 768 for SD 2.1); 512 or 256 cut the encoder's activation memory, at the cost of detail (docs/methods.md)
+    resolution: Optional[int] = None
     SCHEDULES = ("min_step_percent", "max_step_percent", "grad_clip")
 
 
@@ -40,12 +46,19 @@ def sds_gradient(
     uncond: torch.Tensor,
     guidance_scale: float,
     weighting: str = "sds",
+    guided_eps: Callable | None = None,
 ) -> torch.Tensor:
-    """SDS gradient w.r.t. latents [B,C,h,w] for timesteps t [B] and noise [B,C,h,w]. No autograd."""
+    """SDS gradient w.r.t. latents [B,C,h,w] for timesteps t [B] and noise [B,C,h,w]. No autograd.
+    guided_eps(x_t, t) -> the guided epsilon; None: classifier-free guidance of cond over uncond."""
     with torch.no_grad():
         noisy = add_noise(prior.alphas_cumprod, latents.detach(), noise, t)
-        eps_hat = prior.predict_noise(noisy, t, cond, uncond, guidance_scale)
+        eps_hat = (guided_eps or cfg_eps(prior, cond, uncond, guidance_scale))(noisy, t)
         return common.weighting(prior.alphas_cumprod, t, weighting) * (eps_hat - noise.float())
+
+
+def cfg_eps(prior: Prior, cond: torch.Tensor, uncond: torch.Tensor, guidance_scale: float) -> Callable:
+    """(x_t, t) -> the classifier-free guided epsilon of the frozen prior (the default pretrained score)."""
+    return lambda noisy, t: prior.predict_noise(noisy, t, cond, uncond, guidance_scale)
 
 
 class SDSGuidance:
@@ -75,10 +88,22 @@ class SDSGuidance:
         """Parameters the guidance itself trains (none for SDS; VSD's LoRA)."""
         return []
 
+    def pretrained_eps(self, cond: torch.Tensor, uncond: torch.Tensor, cameras) -> Callable:
+        """(x_t, t) -> the pretrained branch's guided epsilon: CFG here; Perp-Neg types override it
+        (gen3d.guidance.perpneg)."""
+        return cfg_eps(self.prior, cond, uncond, self.cfg.guidance_scale)
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """images [B,3,H,W] -> latents, at `resolution` when set (else the prior's native size)."""
+        size = self.cfg.resolution
+        if size and images.shape[-2:] != (size, size):
+            images = F.interpolate(images, (size, size), mode="bilinear", align_corners=False, antialias=True)
+        return self.prior.encode_images(images, resize=not size)
+
     # ----- the Guidance interface (gen3d.guidance) ------------------------------------------------
     def guide(self, renders: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor, cameras, step: int) -> dict:
         """renders (images, or latents when built with latents=True), cameras: gen3d.render.cameras.Cameras."""
-        return self._guide(renders, cond, uncond, step, c2w=cameras.c2w)
+        return self._guide(renders, cond, uncond, step, c2w=cameras.c2w, cameras=cameras)
 
     def parameter_groups(self) -> list[dict]:
         return []
@@ -97,10 +122,11 @@ class SDSGuidance:
         step: int,
         generator=None,
         c2w: torch.Tensor | None = None,
+        cameras=None,
     ) -> dict:
-        """images [B,3,H,W] in [0,1] -> the prior's VAE encoder -> `loss_from_latents`."""
+        """images [B,3,H,W] in [0,1] -> the prior's VAE encoder (`encode`) -> `loss_from_latents`."""
         return self.loss_from_latents(
-            self.prior.encode_images(images), cond, uncond, step, generator=generator, c2w=c2w
+            self.encode(images), cond, uncond, step, generator=generator, c2w=c2w, cameras=cameras
         )
 
     def loss_from_latents(
@@ -111,17 +137,31 @@ class SDSGuidance:
         step: int,
         generator=None,
         c2w: torch.Tensor | None = None,
+        cameras=None,
     ) -> dict:
         """latents [B,C,h,w] (encoded images, or a field that renders latents: rgb_as_latents; resized
         to the UNet's size) -> dict(loss, grad_norm, t, nan). c2w is accepted (and unused) so systems
-        can call SDS and VSD alike with keywords."""
+        can call SDS and VSD alike with keywords; cameras: for guidances that need the views (Perp-Neg)."""
         latents = self.prior.resize_latents(latents)
         t = self.timesteps(latents.shape[0], step, generator)
         noise = torch.randn(latents.shape, device=latents.device, generator=generator)
-        grad = sds_gradient(self.prior, latents, t, noise, cond, uncond, self.cfg.guidance_scale, self.cfg.weighting)
+        guided = self.pretrained_eps(cond, uncond, cameras)
+        grad = sds_gradient(
+            self.prior, latents, t, noise, cond, uncond, self.cfg.guidance_scale, self.cfg.weighting, guided
+        )
         return {**self.finish(latents, grad, step), "t": t}
 
 
+def check_resolution(cfg: Any) -> None:
+    """guidance.resolution: None or a positive multiple of 8 (the VAE's downsampling)."""
+    size = cfg.guidance.resolution
+    if size is not None and (size < 8 or size % 8):
+        raise UserError(f"guidance.resolution must be a multiple of 8 (e.g. 512 or 256), got {size}")
+
+
 GUIDANCES.register(
-    "sds", GuidanceType(GuidanceConfig, lambda prior, cfg, ctx: SDSGuidance(prior, cfg, latents=ctx.latents))
+    "sds",
+    GuidanceType(
+        GuidanceConfig, lambda prior, cfg, ctx: SDSGuidance(prior, cfg, latents=ctx.latents), check=check_resolution
+    ),
 )

@@ -8,8 +8,9 @@ NaN guard, clipping and the reparameterised loss are SDS's (`SDSGuidance`, `gen3
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -17,10 +18,10 @@ import torch.nn.functional as F
 from gen3d.config import ranged
 from gen3d.diffusion.lora import VSDLoRA
 from gen3d.diffusion.noise import add_noise, training_target
-from gen3d.diffusion.prior import Prior, cfg_combine
+from gen3d.diffusion.prior import Prior, cfg_combine, latent_signature, load_prior
 from gen3d.errors import UserError
 from gen3d.guidance import GUIDANCES, GuidanceContext, GuidanceType, common
-from gen3d.guidance.sds import GuidanceConfig, SDSGuidance
+from gen3d.guidance.sds import GuidanceConfig, SDSGuidance, cfg_eps, check_resolution
 
 
 @dataclass
@@ -35,6 +36,9 @@ class VSDConfig(GuidanceConfig):
     camera_condition_dropout: float = ranged(0.1, ge=0, le=1)  # p(camera -> zeros) while training the LoRA
     lora_guidance_scale: float = 1.0  # CFG between camera-conditioned and camera-dropped eps_phi
     lora_n_timestamp_samples: int = ranged(1, ge=1, le=64)  # timesteps per image for the LoRA loss
+    # the model the LoRA (eps_phi) sits on: None = the prior's own UNet (shared, threestudio's low-memory
+    # mode); a hub id or folder = a second model, e.g. stabilityai/stable-diffusion-2-1 (the paper's)
+    lora_model: Optional[str] = None
 
 
 def lora_eps(
@@ -78,12 +82,18 @@ def vsd_gradient(
     guidance_scale: float,
     lora_guidance_scale: float = 1.0,
     weighting: str = "sds",
+    guided_eps: Callable | None = None,
+    lora_prior: Prior | None = None,
+    lora_cond: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """VSD gradient w.r.t. latents [B,C,h,w] for t [B], noise [B,C,h,w], c2w [B,4,4]. No autograd."""
+    """VSD gradient w.r.t. latents [B,C,h,w] for t [B], noise [B,C,h,w], c2w [B,4,4]. No autograd.
+    guided_eps(x_t, t): the pretrained branch (None: CFG of cond over uncond); lora_prior: the model the
+    LoRA sits on (None: `prior`); lora_cond: the LoRA branch's text embeddings (None: cond)."""
     with torch.no_grad():
         noisy = add_noise(prior.alphas_cumprod, latents.detach(), noise, t)
-        eps_pretrained = prior.predict_noise(noisy, t, cond, uncond, guidance_scale)
-        eps_phi = lora_eps(prior, lora, noisy, t, cond, c2w, lora_guidance_scale)
+        eps_pretrained = (guided_eps or cfg_eps(prior, cond, uncond, guidance_scale))(noisy, t)
+        lora_cond = cond if lora_cond is None else lora_cond
+        eps_phi = lora_eps(lora_prior or prior, lora, noisy, t, lora_cond, c2w, lora_guidance_scale)
         return common.weighting(prior.alphas_cumprod, t, weighting) * (eps_pretrained - eps_phi)
 
 
@@ -115,12 +125,23 @@ class VSDGuidance(SDSGuidance):
     """Rendered images -> loss for the 3D parameters + diffusion loss for the LoRA (not an nn.Module;
     `self.lora` is, and owns only the trainable LoRA + camera-embedding parameters)."""
 
-    def __init__(self, prior: Prior, cfg: VSDConfig, lora: VSDLoRA | None = None, latents: bool = False):
-        """lora: continue an existing VSDLoRA on this prior's UNet (e.g. the next stage); None: a new one."""
+    def __init__(
+        self,
+        prior: Prior,
+        cfg: VSDConfig,
+        lora: VSDLoRA | None = None,
+        latents: bool = False,
+        lora_prior: Prior | None = None,
+    ):
+        """lora: continue an existing VSDLoRA (e.g. the next stage's) on lora_prior's UNet; None: a new one.
+        lora_prior: the model the LoRA sits on (`guidance.lora_model`); None: this prior (shared UNet)."""
         super().__init__(prior, cfg, latents)
-        if lora is not None and lora.unet is not prior.unet:
-            raise UserError("the VSD LoRA passed in sits on another UNet than this prior's")
-        self.lora = lora if lora is not None else VSDLoRA(prior.unet, rank=cfg.lora_rank, alpha=cfg.lora_alpha)
+        self.lora_prior = lora_prior or prior  # a plain attribute: its frozen weights stay out of checkpoints
+        if lora is not None and lora.unet is not self.lora_prior.unet:
+            raise UserError("the VSD LoRA passed in sits on another UNet than the LoRA model's")
+        self.lora = (
+            lora if lora is not None else VSDLoRA(self.lora_prior.unet, rank=cfg.lora_rank, alpha=cfg.lora_alpha)
+        )
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return list(self.lora.parameters())
@@ -132,7 +153,12 @@ class VSDGuidance(SDSGuidance):
         return {"vsd_lora": self.lora}  # checkpointed as vsd_lora.*
 
     def state(self) -> dict[str, Any]:
-        return {"vsd_lora": self.lora}  # later VSD stages on this prior continue the same LoRA
+        # later VSD stages continue the same LoRA on the same model
+        return {"vsd_lora": self.lora, "vsd_lora_prior": self.lora_prior}
+
+    def lora_cond(self, cond: torch.Tensor) -> torch.Tensor:
+        """The text embeddings of the LoRA branch: the pretrained branch's (Perp-Neg: the plain prompt)."""
+        return cond
 
     def loss_from_latents(
         self,
@@ -142,6 +168,7 @@ class VSDGuidance(SDSGuidance):
         step: int,
         generator=None,
         c2w: torch.Tensor | None = None,
+        cameras=None,
     ) -> dict:
         """latents [B,C,h,w] (from `__call__`'s images [B,3,H,W], or rendered: rgb_as_latents),
         cond/uncond [B,L,D], c2w [B,4,4] (required) ->
@@ -152,6 +179,7 @@ class VSDGuidance(SDSGuidance):
         latents = self.prior.resize_latents(latents)
         t = self.timesteps(latents.shape[0], step, generator)
         noise = torch.randn(latents.shape, device=latents.device, generator=generator)
+        lora_cond = self.lora_cond(cond)
         grad = vsd_gradient(
             self.prior,
             self.lora,
@@ -164,12 +192,15 @@ class VSDGuidance(SDSGuidance):
             cfg.guidance_scale,
             cfg.lora_guidance_scale,
             cfg.weighting,
+            guided_eps=self.pretrained_eps(cond, uncond, cameras),
+            lora_prior=self.lora_prior,
+            lora_cond=lora_cond,
         )
         loss_lora = lora_loss(
-            self.prior,
+            self.lora_prior,
             self.lora,
             latents,
-            cond,
+            lora_cond,
             c2w,
             cfg.camera_condition_dropout,
             cfg.lora_n_timestamp_samples,
@@ -178,8 +209,42 @@ class VSDGuidance(SDSGuidance):
         return {**self.finish(latents, grad, step), "loss_lora": loss_lora, "t": t}
 
 
+def lora_prior_of(prior: Prior, cfg: VSDConfig, ctx: GuidanceContext) -> Prior:
+    """The model the LoRA sits on: the one an earlier stage's LoRA sits on, else `guidance.lora_model`
+    loaded like the prior (its text encoder and VAE dropped: the LoRA branch takes the prior's embeddings
+    and latents), else the prior itself (shared)."""
+    if ctx.state.get("vsd_lora") is not None:
+        return ctx.state.get("vsd_lora_prior") or prior
+    if cfg.lora_model is None:
+        return prior
+    second = load_prior(cfg.lora_model, device=prior.device, dtype=prior.dtype)
+    second.text_encoder = second.vae = None
+    return second
+
+
 def _build(prior: Prior, cfg: VSDConfig, ctx: GuidanceContext) -> VSDGuidance:
-    return VSDGuidance(prior, cfg, lora=ctx.state.get("vsd_lora"), latents=ctx.latents)
+    lora_prior = lora_prior_of(prior, cfg, ctx)
+    return VSDGuidance(prior, cfg, lora=ctx.state.get("vsd_lora"), latents=ctx.latents, lora_prior=lora_prior)
 
 
-GUIDANCES.register("vsd", GuidanceType(VSDConfig, _build, holds_modules=True))
+def check_lora_model(cfg: Any) -> None:
+    """Before anything is written: `guidance.lora_model` (when set) denoises the prior's latents with the
+    prior's text embeddings: same latent channels and VAE downsampling, same cross-attention width, same
+    number of training timesteps."""
+    check_resolution(cfg)
+    if getattr(cfg.guidance, "lora_model", None) is None:
+        return
+    main, second = latent_signature(cfg.model), latent_signature(cfg.guidance.lora_model)
+    for key, what in (
+        ("latent", "latent shape (channels, VAE downsampling)"),
+        ("text", "text-embedding width"),
+        ("timesteps", "number of training timesteps"),
+    ):
+        if main[key] != second[key]:
+            raise UserError(
+                f"guidance.lora_model '{cfg.guidance.lora_model}' does not fit the prior '{cfg.model}': its "
+                f"{what} is {second[key]}, the prior's {main[key]}"
+            )
+
+
+GUIDANCES.register("vsd", GuidanceType(VSDConfig, _build, holds_modules=True, check=check_lora_model))

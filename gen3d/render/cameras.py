@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -23,11 +24,14 @@ class CameraConfig:
     azimuth_range: tuple[float, float] = ranged((-180.0, 180.0), ge=-360, le=360)
     distance_range: tuple[float, float] = ranged((2.0, 2.6), gt=0)
     fovy_range: tuple[float, float] = ranged((40.0, 60.0), gt=0, lt=180)
-    height: int = ranged(64, ge=8, le=8192)  # the prior's VAE works at 1/8 of it
-    width: int = ranged(64, ge=8, le=8192)
+    # render size in pixels (the prior's VAE works at 1/8 of it); each may be a schedule (gen3d.utils.schedule),
+    # e.g. threestudio's ProlificDreamer {milestones: [5000], values: [64, 512]}
+    height: Any = ranged(64, ge=8, le=8192)
+    width: Any = ranged(64, ge=8, le=8192)
     # point light placed around the camera direction, at this distance range from the origin
     light_distance_range: tuple[float, float] = ranged((1.5, 3.0), gt=0)
     light_jitter: float = ranged(0.5, ge=0)
+    SCHEDULES = ("height", "width")
 
 
 @dataclass

@@ -55,7 +55,9 @@ class TrainerConfig:
     """Lightning Trainer settings (where the run trains is the top-level `device`)."""
 
     max_steps: int = ranged(600, ge=0)
-    batch_size: int = ranged(1, ge=1, le=1024)
+    batch_size: Any = ranged(
+        1, ge=1, le=1024
+    )  # cameras per step; a schedule (e.g. {milestones: [5000], values: [4, 1]})
     precision: str = ranged("32-true", choices=PRECISIONS)  # Lightning precision: 32-true, 16-mixed, bf16-mixed
     devices: Any = 1
     checkpoint_every: int = ranged(200, ge=0)  # 0: only the last checkpoint
@@ -63,6 +65,7 @@ class TrainerConfig:
     max_bad_steps: int = ranged(20, ge=0)  # stop after this many steps in a row with non-finite guidance (0: never)
     preview_every: int = ranged(100, ge=0)  # 0: no previews
     log_every: int = ranged(10, ge=0)
+    SCHEDULES = ("batch_size",)
 
 
 @dataclass
@@ -93,6 +96,8 @@ class Text3DConfig:
     name: str = ranged("dreamfusion", pattern=NAME, doc=NAME_DOC)
     prompt: str = ""
     model: str = "builtin"
+    # prior profile (gen3d.profiles): auto (builtin for the builtin prior, else sd) | builtin | sd
+    profile: str = "auto"
     seed: int = ranged(0, ge=0, le=MAX_SEED)
     output: str = ranged("outputs", pattern=r"(?s).*\S.*", doc="a folder path (not empty)")
     device: str = ranged("auto", choices=DEVICES)  # auto | cpu | cuda (--device); the Lightning accelerator

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from gen3d.render.cameras import CameraConfig, Cameras, CameraSampler
+from gen3d.utils.schedule import schedule_int
 
 
 class RandomCameraDataset(torch.utils.data.Dataset):
@@ -22,9 +23,23 @@ class RandomCameraDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict:
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.start + i)
-        cam = self.sampler.sample(1, generator=gen)
+        cam = self.sampler.sample(1, generator=gen, height=1, width=1)  # the size is the step's (cameras_at_step)
         return {k: v[0] for k, v in vars(cam).items() if torch.is_tensor(v)}
 
 
 def batch_to_cameras(batch: dict, height: int, width: int) -> Cameras:
     return Cameras(height=height, width=width, **batch)
+
+
+def step_sizes(cfg, step: int) -> tuple[int, int, int]:
+    """(height, width, batch size) of a training step: `camera.height` / `camera.width` /
+    `trainer.batch_size` at that step (each a number or a schedule)."""
+    return tuple(schedule_int(s, step) for s in (cfg.camera.height, cfg.camera.width, cfg.trainer.batch_size))
+
+
+def cameras_at_step(batch: dict, cfg, step: int) -> Cameras:
+    """The step's cameras: the first `batch_size(step)` of the loader's batch (which holds the schedule's
+    largest batch), rendered at the step's size. Depends on the global step only, so a resumed run
+    continues at the size of the step it resumes at."""
+    height, width, size = step_sizes(cfg, step)
+    return batch_to_cameras({k: v[:size] for k, v in batch.items()}, height, width)

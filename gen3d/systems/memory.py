@@ -18,6 +18,7 @@ import os
 from gen3d.errors import UserError
 from gen3d.geometry.hashgrid import table_entries
 from gen3d.representations import representation
+from gen3d.utils.schedule import schedule_max
 
 FLOAT = 4  # bytes
 PARAM_COPIES = 4  # the value, its gradient, Adam's exp_avg and exp_avg_sq
@@ -32,7 +33,8 @@ def bytes_per_particle(cfg, all_samples: bool) -> int:
     params = table_entries(grid) * grid.n_features_per_level * FLOAT * PARAM_COPIES
     if not all_samples:
         return params
-    pixels = cfg.trainer.batch_size * cfg.camera.height * cfg.camera.width
+    # the largest step of the schedules (camera.height / width, trainer.batch_size may change with the step)
+    pixels = schedule_max(cfg.trainer.batch_size) * schedule_max(cfg.camera.height) * schedule_max(cfg.camera.width)
     samples = pixels * representation(cfg.representation).samples_per_pixel(cfg) * SAMPLE_SHARE
     return params + int(samples * features * FLOAT)
 

@@ -34,6 +34,7 @@ from gen3d.utils.distributed import global_rank, parallel_trainer_kwargs
 from gen3d.utils.loggers import ExperimentLogs
 from gen3d.utils.media import image_grid, save_image, write_video
 from gen3d.utils.progress import stage_callbacks
+from gen3d.utils.schedule import schedule_max
 
 log = logging.getLogger("gen3d")
 step_log = logging.getLogger("gen3d.steps")  # log.txt; the console only with --verbose (the bar shows them)
@@ -127,14 +128,15 @@ def _train_stage(name, scfg, system, state, ckpt_dir: Path, preview_dir: Path, r
     checkpoints = RunCheckpoints(ckpt_dir, t.checkpoint_every, t.keep_checkpoints, stop, t.max_bad_steps)
     trainer = make_trainer(scfg, checkpoints, preview_dir, name, run_dir)
     world, done = trainer.world_size, state.step if state is not None else 0
+    batch = schedule_max(t.batch_size)  # each step takes its own share (cameras_at_step)
     # the cameras continue where the resumed state stopped (item i of the run is camera i)
     data = RandomCameraDataset(
         scfg.camera,
         seed=scfg.seed,
-        length=max(t.max_steps, 1) * t.batch_size * world,
-        start=done * t.batch_size * world,
+        length=max(t.max_steps, 1) * batch * world,
+        start=done * batch * world,
     )
-    loader = torch.utils.data.DataLoader(data, batch_size=t.batch_size, num_workers=0)
+    loader = torch.utils.data.DataLoader(data, batch_size=batch, num_workers=0)
     t0 = time.perf_counter()
     with stop.installed(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended")

@@ -31,7 +31,7 @@ from gen3d.render.shading import pick_shading
 from gen3d.representations import representation
 from gen3d.systems import latent_mode
 from gen3d.systems.config import Text3DConfig, resolve_backends
-from gen3d.systems.data import RandomCameraDataset, batch_to_cameras  # noqa: F401  (re-exported)
+from gen3d.systems.data import RandomCameraDataset, batch_to_cameras, cameras_at_step  # noqa: F401  (re-exported)
 from gen3d.systems.particles import ParticleMixin, particles_of_rank
 from gen3d.utils.device import prior_dtype
 from gen3d.utils.distributed import exclude_from_ddp, log_parameter_sync
@@ -84,7 +84,7 @@ class Text3DSystem(ParticleMixin, L.LightningModule):
             device = torch.device(device or self.device)
             self._prior = load_prior(self.cfg.model, device=device, dtype=prior_dtype(self.cfg.model_dtype, device))
         self._prompts = PromptEmbeddings(self._prior, self.cfg.prompt, self.cfg.prompt_processor)
-        context = GuidanceContext(latents=self.space.latents, state=self._guidance_state)
+        context = GuidanceContext(latents=self.space.latents, state=self._guidance_state, prompts=self._prompts)
         self._guidance = build_guidance(self._prior, self.cfg.guidance, context)
         for name, module in self._guidance.modules().items():
             setattr(self, name, module)  # a submodule: trained and checkpointed under its name
@@ -123,7 +123,8 @@ class Text3DSystem(ParticleMixin, L.LightningModule):
     # ----- training ---------------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         cfg, step = self.cfg, self.global_step
-        cams = batch_to_cameras(batch, cfg.camera.height, cfg.camera.width)
+        cams = cameras_at_step(batch, cfg, step)  # size and batch size of this step (schedules)
+        self._log_sizes(step, cams)
         scene = self.scene(self.particle_index(step))
         shading = self.space.shading(cfg.force_shading or pick_shading(step, scene.cfg.shading, self._rng))
         out = scene(cams, shading=shading)
@@ -142,6 +143,13 @@ class Text3DSystem(ParticleMixin, L.LightningModule):
         self.last_loss = float(total.detach())
         self.first_loss = self.last_loss if self.first_loss is None else self.first_loss
         return total
+
+    def _log_sizes(self, step: int, cams: Cameras) -> None:
+        """One log line whenever the render size or the batch size changes (and at a run's first step)."""
+        sizes = (cams.height, cams.width, len(cams))
+        if sizes != getattr(self, "_sizes", None) and self.global_rank == 0:
+            log.info("renders %dx%d px, batch %d (from step %d)", *sizes, step)
+        self._sizes = sizes
 
     def on_train_batch_start(self, batch, batch_idx) -> None:
         for scene in self.scenes.values():

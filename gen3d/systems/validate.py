@@ -11,6 +11,7 @@ from gen3d.config import read_yaml
 from gen3d.diffusion.prior import resolve_model
 from gen3d.diffusion.prompts import check_vocabulary
 from gen3d.errors import UserError
+from gen3d.guidance import guidance_type
 from gen3d.methods import system_of
 from gen3d.representations import REPRESENTATIONS, representation
 from gen3d.systems import latent_mode
@@ -20,7 +21,7 @@ from gen3d.systems.particles import particles_of_rank
 from gen3d.systems.stages import resume_plan, stage_configs, stage_index
 from gen3d.utils.device import prior_dtype, resolve_accelerator
 from gen3d.utils.distributed import world_size
-from gen3d.utils.schedule import check_schedule
+from gen3d.utils.schedule import check_positive_ints, check_schedule
 
 
 def check_config(cfg: Text3DConfig) -> None:
@@ -29,6 +30,12 @@ def check_config(cfg: Text3DConfig) -> None:
         raise UserError('the prompt is empty: pass --prompt "a red cube"')
     prior_dtype(cfg.model_dtype, torch.device("cpu"))  # UserError for an unknown model_dtype
     representation(cfg.representation).check(cfg)  # UserError for an unknown one (naming the known ones)
+    check_guidance = guidance_type(cfg.guidance.type).check
+    if check_guidance is not None:
+        check_guidance(cfg)  # e.g. VSD's lora_model against the prior
+    for key, spec in (("camera.height", cfg.camera.height), ("camera.width", cfg.camera.width)):
+        check_positive_ints(spec, key)
+    check_positive_ints(cfg.trainer.batch_size, "trainer.batch_size")
     for term, spec in cfg.loss.other.items():
         check_schedule(spec, f"loss.other.{term}")
     latent_mode.check_config(cfg)

@@ -76,3 +76,24 @@ def schedule_value(spec: Any, step: int) -> Any:
         return end_value
     frac = (step - start_step) / max(end_step - start_step, 1e-12)
     return start_value + frac * (end_value - start_value)
+
+
+def schedule_int(spec: Any, step: int) -> int:
+    """An integer setting (a resolution, a batch size) at a step: the schedule's value, rounded."""
+    return int(round(float(schedule_value(spec, step))))
+
+
+def schedule_max(spec: Any) -> Any:
+    """The largest value a schedule takes (e.g. the batch the data loader must provide)."""
+    if spec is None or isinstance(spec, (int, float)):
+        return spec
+    if is_step_schedule(spec):
+        return max(spec["values"])
+    return max(spec[1], spec[2])
+
+
+def check_positive_ints(spec: Any, key: str) -> None:
+    """Raise UserError unless every value the schedule takes is an integer >= 1 (sizes, batch sizes)."""
+    values = spec["values"] if is_step_schedule(spec) else [spec] if not isinstance(spec, Sequence) else spec[1:3]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 1 and v == int(v) for v in values):
+        raise UserError(f"config key '{key}' must be an integer >= 1 (or a schedule of them), got {spec!r}")
