@@ -13,8 +13,8 @@ from pathlib import Path
 from gen3d.config import NAME, NAME_DOC, literal, read_yaml, resolve_config_path
 from gen3d.errors import UserError
 from gen3d.methods import METHOD_ALIASES, SYSTEMS, system_of
-from gen3d.reliability.versions import check_torch_version
 from gen3d.profiles import build_with_profile, profile_line
+from gen3d.reliability.versions import check_torch_version
 from gen3d.systems.stages import with_steps
 from gen3d.utils.distributed import device_overrides, global_rank, inherited_run_dir, release_run_dir, share_run_dir
 from gen3d.utils.loggers import check_loggers

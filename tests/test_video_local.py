@@ -136,7 +136,7 @@ def test_blend_mask_finds_the_object(tmp_path):
         "trainer.log_every=0",
         "trainer.precision=32-true",
     ]
-    cfg = build_config(VideoEditConfig, read_yaml(resolve_config_path("tuneavideo")), layer, steps)
+    cfg = build_with_profile(VideoEditConfig, read_yaml(resolve_config_path("tuneavideo")), layer, steps)
     p = load_prior("builtin")
     frames, gt = moving_shape_and_mask(4, 64, "cube", "red", motion="rise", background="grey")
     x0 = encode_frames(p, frames)
@@ -165,7 +165,7 @@ def test_equal_prompts_have_an_empty_region(tiny_pipeline):
     of two equal embeddings is zero, of two different ones it is normalised to a largest value of 1."""
     p = load_prior(str(tiny_pipeline))
     inflate(p.unet, "sparse_causal", "tuneavideo")
-    cfg = build_config(VideoEditConfig, read_yaml(resolve_config_path("tuneavideo")), {}, [])
+    cfg = build_with_profile(VideoEditConfig, read_yaml(resolve_config_path("tuneavideo")), {"model": "builtin"}, [])
     x0 = encode_frames(p, moving_shape_and_mask(3, 64, background="gradient")[0])
     a, b = p.encode_text(["a blue sphere"]), p.encode_text(["a red sphere"])
     blend = make_blend(cfg, p, p.unet, x0, ("a blue sphere", "a blue sphere"), (a, a))
@@ -191,7 +191,9 @@ def test_refine_snaps_a_coarse_mask_to_the_object():
 def test_local_settings_out_of_range():
     for key in ("local.difference_threshold=1.5", "local.draws=0", "local.strengths=[0.5,1.0]"):
         with pytest.raises(UserError, match=f"config key '{key.split('=')[0]}' must be"):
-            build_config(VideoEditConfig, read_yaml(resolve_config_path("tuneavideo")), {}, [key])
+            build_with_profile(
+                VideoEditConfig, read_yaml(resolve_config_path("tuneavideo")), {"model": "builtin"}, [key]
+            )
 
 
 def test_mask_input_errors(tiny_pipeline, clip, tmp_path, capsys):
