@@ -16,9 +16,16 @@ from gen3d.methods import METHOD_ALIASES, SYSTEMS, system_of
 from gen3d.profiles import build_with_profile, profile_line
 from gen3d.reliability.versions import check_torch_version
 from gen3d.systems.stages import with_steps
-from gen3d.utils.distributed import device_overrides, global_rank, inherited_run_dir, release_run_dir, share_run_dir
+from gen3d.utils.distributed import (
+    device_overrides,
+    global_rank,
+    inherited_run_dir,
+    num_nodes,
+    release_run_dir,
+    share_run_dir,
+)
 from gen3d.utils.loggers import check_loggers
-from gen3d.utils.rundir import check_writable, new_run_dir, refuse_links_outside, runs_of_prompt
+from gen3d.utils.rundir import check_writable, discard_if_empty, new_run_dir, refuse_links_outside, runs_of_prompt
 from gen3d.utils.threads import apply_thread_policy, processes_per_node
 
 # command-line flag -> config key (applied only when the config has that key)
@@ -180,13 +187,15 @@ def run_from_args(args: argparse.Namespace) -> dict:
         apply_thread_policy(cfg.num_threads, processes_per_node(cfg))
     method_root = Path(getattr(cfg, "output", "outputs")) / getattr(cfg, "name", system)
     run_dir = run_dir or inherited_run_dir(method_root)
+    # a single-process run owns the directory it creates (DDP ranks share it)
+    created = run_dir is None and processes_per_node(cfg) == 1 and num_nodes() == 1
     if run_dir is None:
         check_writable(method_root)
         run_dir = new_run_dir(method_root.parent, method_root.name, getattr(cfg, "prompt", "") or "run")
     else:
         refuse_links_outside(run_dir)  # a resumed run writes nothing through links leaving it
     share_run_dir(run_dir, method_root)
-    handler = None
+    handler, failed = None, False
     try:
         if global_rank() == 0:
             handler = _add_log_file(run_dir)
@@ -199,8 +208,13 @@ def run_from_args(args: argparse.Namespace) -> dict:
 
             finish_run(run_dir)  # report.html and the few lines saying where everything is
         return result
+    except Exception:
+        failed = True
+        raise
     finally:
         release_run_dir(method_root)
         if handler is not None:  # the run's log.txt is closed when it ends (several runs in one process)
             logging.getLogger().removeHandler(handler)
             handler.close()
+        if failed and created and discard_if_empty(run_dir):  # e.g. weights that fail while loading
+            logging.getLogger("gen3d").info("removed %s: the run failed before producing anything", run_dir)

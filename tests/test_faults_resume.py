@@ -356,3 +356,20 @@ def test_branching_a_multi_stage_run_archives_the_later_stages(tmp_path):
     dest = lineage.archive_files(tmp_path, archive, states)
     assert sorted(p.name for p in dest.rglob("*.ckpt")) == ["step-000001.ckpt", "step-000004.ckpt"]
     assert os.path.samefile(dirs[0][1] / "last.ckpt", older) and not list(dirs[1][1].iterdir())
+
+
+def test_model_failing_while_its_weights_load_leaves_no_run(tiny_pipeline, tmp_path, capsys):
+    """A folder that passes the file checks but whose UNet does not match its weights fails while loading:
+    the run directory this invocation created is removed, so a later plain --resume cannot pick it."""
+    import json
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_pipeline, model)
+    cfg_file = model / "unet" / "config.json"
+    unet = json.loads(cfg_file.read_text())
+    unet["cross_attention_dim"] = 2 * unet["cross_attention_dim"]  # the weights no longer fit
+    cfg_file.write_text(json.dumps(unet))
+    out = tmp_path / "out"
+    code = launch.main([str(a) for a in args_for(model, out)])
+    assert code == 2
+    assert not (out / "dreamfusion").exists() or not any((out / "dreamfusion").iterdir())

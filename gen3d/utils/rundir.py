@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 from pathlib import Path
 
 import yaml
@@ -89,3 +90,20 @@ def refuse_links_outside(run_dir: Path) -> None:
                         f"'{path}' is a symbolic link to '{target}', outside the run directory: "
                         "refusing to write through it (remove the link)"
                     )
+
+
+def holds_results(run_dir: Path) -> bool:
+    """Whether run_dir holds anything a run produced: a checkpoint, an export, a video."""
+    return any(
+        next(Path(run_dir).rglob(pattern), None) is not None for pattern in ("*.ckpt", "*.mp4", "*.glb", "*.obj")
+    )
+
+
+def discard_if_empty(run_dir: Path) -> bool:
+    """Remove a run directory this invocation created when its run failed before producing anything
+    (a model that fails while its weights load): a later plain --resume must not pick it. Returns
+    whether it was removed."""
+    if holds_results(run_dir):
+        return False
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return not Path(run_dir).exists()
