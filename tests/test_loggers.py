@@ -104,3 +104,19 @@ def test_bad_logger_is_one_line_before_anything_is_written(
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
     assert not out.exists()
+
+
+def test_wandb_offline_runs_one_per_stage(tiny_pipeline, tmp_path, monkeypatch):
+    """logger=wandb with wandb installed (skipped otherwise): offline, each stage of a two-stage run is its
+    own finished wandb run under <run>/logs/wandb, with its history and the preview images."""
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    out = tmp_path / "out"
+    args = ["--config", "magic3d.yaml", "--prompt", "a red cube", "--model", str(tiny_pipeline)]
+    assert launch.main([*args, "--steps", "4", "--output", str(out), *TINY_3D, "logger=wandb"]) == 0
+    runs = sorted((out / "magic3d" / "a-red-cube" / "logs" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2  # one per stage (coarse, refine): the first stage's run was finished
+    for run in runs:
+        assert (run / f"run-{run.name.rsplit('-', 1)[1]}.wandb").stat().st_size > 0
+        assert any((run / "files" / "media" / "images").rglob("*.png"))

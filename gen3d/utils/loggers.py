@@ -33,9 +33,16 @@ def _csv(run_dir: Path, stage: str):
 def _wandb(run_dir: Path, stage: str):
     from lightning.pytorch.loggers import WandbLogger
 
-    return WandbLogger(
-        save_dir=str(run_dir / "logs"), name=f"{run_dir.name}/{stage}", project="gen3d", group=run_dir.name
-    )
+    class StageRun(WandbLogger):
+        """One wandb run per stage: finished when its fit ends (Lightning's own WandbLogger leaves the run
+        open, and the next stage's logger would then log into it)."""
+
+        def finalize(self, status: str) -> None:
+            super().finalize(status)
+            if self._experiment is not None:
+                self._experiment.finish(exit_code=0 if status == "success" else 1)
+
+    return StageRun(save_dir=str(run_dir / "logs"), name=f"{run_dir.name}/{stage}", project="gen3d", group=run_dir.name)
 
 
 def _tensorboard_image(logger, tag: str, image, step: int) -> None:
