@@ -16,6 +16,8 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
+from gen3d.utils.console import quiet_libraries
+
 
 def warmup_lambda(warmup: int):
     """LambdaLR factor: linear warm-up over `warmup` steps, then 1."""
@@ -41,6 +43,7 @@ def stage_trainer(cfg, stage_dir: Path, max_steps: int, max_minutes: float, call
         save_top_k=0,
         train_time_interval=timedelta(minutes=cfg.ckpt_every_minutes),
     )
+    quiet_libraries()  # `import lightning` gave its logger a console handler of its own: lines printed twice
     return L.Trainer(
         accelerator="cpu",
         devices=1,
