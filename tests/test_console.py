@@ -12,20 +12,9 @@ from pathlib import Path
 import pytest
 
 from gen3d.utils import console, threads
+from tests.tiny_runs import TINY_3D as TINY
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = [
-    "camera.height=32",
-    "camera.width=32",
-    "renderer.num_samples_per_ray=32",
-    "export.resolution=40",
-    "export.texture_size=64",
-    "turntable.n_views=2",
-    "turntable.resolution=32",
-    "trainer.preview_every=2",
-    "trainer.log_every=1",
-    "prompt_processor.cache_dir=null",
-]
 NOISE = ("GPU available", "TPU available", "litlogger", "LeafSpec", "Training:", "PosixPath", "INFO:", "Epoch 0")
 
 

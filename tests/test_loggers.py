@@ -11,20 +11,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import launch
 from gen3d.utils.loggers import logger_names
+from tests.tiny_runs import TINY_3D
 from video.demo import moving_shape
-
-TINY_3D = [
-    "camera.height=32",
-    "camera.width=32",
-    "renderer.num_samples_per_ray=32",
-    "export.resolution=40",
-    "export.texture_size=64",
-    "turntable.n_views=2",
-    "turntable.resolution=32",
-    "trainer.preview_every=2",
-    "trainer.log_every=1",
-    "prompt_processor.cache_dir=null",
-]
 
 
 def _events(run_dir, stage):
