@@ -31,6 +31,7 @@ from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing gen3d
 DEFAULT_MODEL = Path(tempfile.gettempdir()) / "gen3d-sd21-base-full"
 
 FIELD = (  # threestudio: 16-level hash grid, 2^19 entries, max resolution 4096, 64-wide MLP
