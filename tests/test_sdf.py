@@ -44,20 +44,52 @@ def test_untrained_field_is_an_exact_sphere_with_zero_eikonal_term():
     assert normal[0, 0] > 0.5
 
 
-def test_eikonal_term_trains_the_field_towards_a_distance():
+def _shell_points(n: int, radius: float) -> torch.Tensor:
+    d = torch.nn.functional.normalize(torch.randn(n, 3), dim=-1)
+    return d * (radius + 0.02 * torch.randn(n, 1))
+
+
+def test_normal_smoothness_is_near_zero_on_a_sphere_and_large_on_a_bumpy_field():
+    torch.manual_seed(0)
+    field = SDFField(SMALL, SDFSettings(sphere_radius=0.5))
+    pts = _shell_points(1024, 0.5)
+    smooth = float(field.normal_smoothness(pts, 0.01).detach())
+    assert smooth < 2e-3  # about 2 (0.01 / 0.5)^2 = 8e-4
+    with torch.no_grad():  # high-frequency bumps: random hash-grid features read by the SDF row
+        field.encoding.table.normal_(0, 1.0)
+        field.mlp[-1].weight[0].normal_(0, 1.0)
+    assert float(field.normal_smoothness(pts, 0.01).detach()) > 20 * smooth
+
+
+def _first_and_trained(term, pts):
+    """A term on a bumpy field [N,3] -> value, before and after 30 Adam steps on it alone."""
     torch.manual_seed(0)
     field = SDFField(SMALL)
     with torch.no_grad():
         field.encoding.table.normal_(0, 0.5)
         field.mlp[-1].weight[0].normal_(0, 0.5)
     opt = torch.optim.Adam(field.parameters(), lr=0.01)
-    pts = torch.rand(1024, 3) * 2 - 1
-    first = float(field.eikonal(pts).detach())
+    first = float(term(field, pts).detach())
     for _ in range(30):
         opt.zero_grad()
-        field.eikonal(pts).backward()
+        term(field, pts).backward()
         opt.step()
-    assert float(field.eikonal(pts).detach()) < 0.5 * first
+    return first, float(term(field, pts).detach())
+
+
+def test_normal_smoothness_term_smooths_a_bumpy_field_and_is_off_by_default():
+    first, trained = _first_and_trained(lambda f, p: f.normal_smoothness(p, 0.01), _shell_points(1024, 0.5))
+    assert trained < 0.5 * first
+    assert SDFSettings().normal_smooth_points == 0
+    with pytest.raises(UserError):
+        SDFSettings(normal_smooth_jitter=0.0)
+    with pytest.raises(UserError):
+        SDFSettings(normal_smooth_points=-1)
+
+
+def test_eikonal_term_trains_the_field_towards_a_distance():
+    first, trained = _first_and_trained(lambda f, p: f.eikonal(p), torch.rand(1024, 3) * 2 - 1)
+    assert trained < 0.5 * first
 
 
 def test_settings_are_checked():
@@ -90,6 +122,15 @@ def test_beta_and_levels_follow_the_step_and_survive_a_checkpoint():
     fresh = rep.build(cfg, SolidBackground(BackgroundConfig()))
     fresh.load_state_dict(scene.state_dict())
     assert fresh.geometry.beta == pytest.approx(0.02) and fresh.geometry.active_levels == 4
+
+
+def test_the_normal_smoothness_term_is_a_regulariser_only_when_it_has_points():
+    rep = representation("sdf")
+    out = {"opacity": torch.full((1, 4, 4, 1), 0.5), "points": _shell_points(64, 0.5)}
+    off = rep.regularisers(rep.build(_cfg(), SolidBackground(BackgroundConfig())), out)
+    assert "normal_smooth" not in off and "eikonal" in off
+    on = rep.regularisers(rep.build(_cfg(normal_smooth_points=128), SolidBackground(BackgroundConfig())), out)
+    assert 0.0 <= float(on["normal_smooth"].detach()) < 0.01 and on["normal_smooth"].requires_grad
 
 
 def test_coarse_levels_mask_the_fine_features():

@@ -35,6 +35,9 @@ class SDFSettings:
     # number of active hash-grid levels, a schedule (None: all levels from the start)
     levels: Any = None
     eikonal_points: int = 2048  # points per step for the eikonal term (rendered samples + uniform in the box)
+    # points per step for the normal-smoothness term (weight `loss.other.normal_smooth`; 0: not computed)
+    normal_smooth_points: int = 0
+    normal_smooth_jitter: float = 0.01  # the jitter (world units, Gaussian std) between the paired points
 
     def __post_init__(self) -> None:
         from gen3d.errors import UserError
@@ -45,6 +48,10 @@ class SDFSettings:
             raise UserError(f"parts.sdf.sphere_radius must be > 0, got {self.sphere_radius}")
         if self.eikonal_points < 0:
             raise UserError(f"parts.sdf.eikonal_points must be >= 0, got {self.eikonal_points}")
+        if self.normal_smooth_points < 0:
+            raise UserError(f"parts.sdf.normal_smooth_points must be >= 0, got {self.normal_smooth_points}")
+        if not self.normal_smooth_jitter > 0:
+            raise UserError(f"parts.sdf.normal_smooth_jitter must be > 0, got {self.normal_smooth_jitter}")
 
 
 def laplace_density(neg_sdf: torch.Tensor, beta: float) -> torch.Tensor:
@@ -107,12 +114,23 @@ class SDFField(ImplicitVolume):
         """The density on the zero level set (Psi = 1/2): a density isosurface at this level is the surface."""
         return 0.5 / self.beta
 
-    def eikonal(self, points: torch.Tensor) -> torch.Tensor:
-        """Mean (|grad sdf| - 1)^2 over points [N,3] (differentiable w.r.t. the field)."""
+    def sdf_grad(self, points: torch.Tensor) -> torch.Tensor:
+        """grad sdf [N,3] at points (differentiable w.r.t. the field)."""
         with torch.enable_grad():
             pts = points.detach().requires_grad_(True)
-            grad = torch.autograd.grad(self.sdf(pts).sum(), pts, create_graph=True)[0]
-        return (grad.norm(dim=-1) - 1.0).square().mean()
+            return torch.autograd.grad(self.sdf(pts).sum(), pts, create_graph=True)[0]
+
+    def eikonal(self, points: torch.Tensor) -> torch.Tensor:
+        """Mean (|grad sdf| - 1)^2 over points [N,3] (differentiable w.r.t. the field)."""
+        return (self.sdf_grad(points).norm(dim=-1) - 1.0).square().mean()
+
+    def normal_smoothness(self, points: torch.Tensor, jitter: float) -> torch.Tensor:
+        """Mean |n(x) - n(x + e)|^2 over points [N,3], n the unit grad sdf, e Gaussian of std `jitter`:
+        near zero on a smooth surface (on a sphere of radius r about 2 (jitter / r)^2), large on a bumpy one."""
+        pts = points.detach()
+        pair = torch.cat([pts, pts + torch.randn_like(pts) * jitter])
+        n = torch.nn.functional.normalize(self.sdf_grad(pair), dim=-1, eps=1e-6)
+        return (n[: len(pts)] - n[len(pts) :]).square().sum(-1).mean()
 
 
 def eikonal_points(field: SDFField, samples: torch.Tensor | None, n: int) -> torch.Tensor:

@@ -2,7 +2,8 @@
 
 Same hash grid, MLP and renderer as `volume`; the field is a surface: it starts as a sphere
 (`parts.sdf.sphere_radius`), its density comes from the SDF with a scheduled sharpness
-(`parts.sdf.beta`), an eikonal term keeps it a distance (weight `loss.other.eikonal`), and the export
+(`parts.sdf.beta`), an eikonal term keeps it a distance (weight `loss.other.eikonal`), an optional
+normal-smoothness term (`parts.sdf.normal_smooth_points`, weight `loss.other.normal_smooth`), and the export
 and a following `mesh` stage take its zero level set."""
 
 from __future__ import annotations
@@ -46,9 +47,14 @@ class SDFRepresentation(VolumeRepresentation):
 
     def regularisers(self, scene, out):
         terms = super().regularisers(scene, out)
-        n = scene.settings.eikonal_points
-        if n > 0 and torch.is_grad_enabled():
-            terms["eikonal"] = scene.geometry.eikonal(eikonal_points(scene.geometry, out.get("points"), n))
+        s, geo = scene.settings, scene.geometry
+        if not torch.is_grad_enabled():
+            return terms
+        if s.eikonal_points > 0:
+            terms["eikonal"] = geo.eikonal(eikonal_points(geo, out.get("points"), s.eikonal_points))
+        if s.normal_smooth_points > 0:
+            pts = eikonal_points(geo, out.get("points"), s.normal_smooth_points)
+            terms["normal_smooth"] = geo.normal_smoothness(pts, s.normal_smooth_jitter)
         return terms
 
     def export(self, scene, albedo_fn, out_dir, cfg, device):
