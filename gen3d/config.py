@@ -2,7 +2,12 @@
 
 Unknown keys and wrong value types are UserErrors that name the full key and, for unknown
 keys, suggest the nearest valid one. Values that change with the step use the schedule type
-of `gen3d.utils.schedule` (fields annotated `Any` and named in the schema's `SCHEDULES`).
+of `gen3d.utils.schedule` (fields annotated `Any` and named in the schema's `SCHEDULES`). Any typed
+field a schema names in `STEPPED` (a value its part reads when it is used, not once when the part is
+built) may also be a step schedule `{milestones: [...], values: [...]}`: each value is type- and
+range-checked as the field itself, the built config holds the schedule, and `step_schedules` /
+`apply_step` give a run the value of every such key at its step. A step schedule on any other typed
+field is a UserError that names the keys of that section that can follow one.
 
 A section whose schema depends on a name inside it (`guidance: {type: vsd, ...}`) is a field
 declared with `typed_section(schema_of)`: it is merged as a mapping, then checked against the
@@ -22,8 +27,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 import re
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,7 +41,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from gen3d.errors import UserError
 from gen3d.resources import configs_dir
-from gen3d.utils.schedule import check_schedule, schedule_values
+from gen3d.utils.schedule import check_schedule, check_step_schedule, is_step_schedule, schedule_value, schedule_values
 
 CONFIG_DIR = configs_dir()  # the checkout's configs/, or the installed copy
 # Lightning precision names (text-to-3D and video trainers)
@@ -128,10 +135,11 @@ def _check_declared(cfg: Any, prefix: str) -> None:
         rule = f.metadata.get("range")
         if rule is None or value is None:
             continue
-        if f.name in getattr(cfg, "SCHEDULES", ()):
-            values = schedule_values(value)
-        else:
-            values = value if isinstance(value, (list, tuple)) else [value]
+        scheduled = f.name in getattr(cfg, "SCHEDULES", ()) or (
+            f.name in getattr(cfg, "STEPPED", ()) and is_step_schedule(value)
+        )
+        values = schedule_values(value) if scheduled else [value]
+        values = [x for v in values for x in (v if isinstance(v, (list, tuple)) else [v])]
         for v in values:
             if v is not None and not rule.accepts(v):
                 raise UserError(f"config key '{prefix}{f.name}' must be {rule.describe()} (got {v!r})")
@@ -253,11 +261,105 @@ def _plain(value: Any) -> Any:
     return value
 
 
+@functools.cache
+def _hints(schema_cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(schema_cls)
+
+
+def _lift_step_schedules(layer: Any, schema_cls: type, prefix: str, path: str, found: dict) -> Any:
+    """The layer with every step schedule on a typed (non-`Any`) field replaced by its first value, for
+    OmegaConf's type check; the schedules go into `found` by dotted key (a later layer's plain value for the
+    same key removes it). A schedule on a field not in its schema's `STEPPED` is a UserError."""
+    if not isinstance(layer, dict) or not dataclasses.is_dataclass(schema_cls):
+        return layer
+    names = {f.name for f in dataclasses.fields(schema_cls)}
+    out = {}
+    for key, value in layer.items():
+        full, hint = path + str(key), _hints(schema_cls).get(key) if key in names else None
+        if dataclasses.is_dataclass(hint):
+            out[key] = _lift_step_schedules(value, hint, prefix, full + ".", found)
+            continue
+        if hint is None or hint is Any or key in getattr(schema_cls, "SCHEDULES", ()) or not is_step_schedule(value):
+            found.pop(full, None)
+            out[key] = value
+            continue
+        check_step_schedule(value, prefix + full)
+        stepped = getattr(schema_cls, "STEPPED", ())
+        if key not in stepped:
+            section = f"'{(prefix + path).rstrip('.')}'" if prefix or path else "the top level"
+            can = ", ".join(sorted(stepped + getattr(schema_cls, "SCHEDULES", ()))) or "none"
+            raise UserError(
+                f"config key '{prefix}{full}' cannot follow a schedule: it is read once, when the stage's "
+                f"parts are built (keys of {section} that can: {can})"
+            )
+        found[full] = value
+        out[key] = value["values"][0]
+    return out
+
+
+def _place_step_schedules(cfg: Any, found: dict, prefix: str) -> None:
+    """Check every value of each lifted schedule as its field (type, range, finite) and put the schedule,
+    with the converted values, back into the built config."""
+    for key, spec in found.items():
+        *parents, leaf = key.split(".")
+        owner = functools.reduce(getattr, parents, cfg)
+        rule = next(f for f in dataclasses.fields(owner) if f.name == leaf).metadata.get("range")
+        probe, values = OmegaConf.structured(type(owner)), []
+        for v in spec["values"]:
+            try:
+                OmegaConf.update(probe, leaf, v, merge=False)
+            except OmegaConfBaseException as err:
+                raise UserError(
+                    f"config key '{prefix}{key}': schedule value {v!r}: {str(err).splitlines()[0]}"
+                ) from None
+            v = _plain(probe[leaf])
+            if isinstance(v, float) and not math.isfinite(v):
+                raise UserError(f"config key '{prefix}{key}' must be a finite number (got {v})")
+            for x in v if isinstance(v, (list, tuple)) else [v]:
+                if rule is not None and x is not None and not rule.accepts(x):
+                    raise UserError(f"config key '{prefix}{key}' must be {rule.describe()} (got {x!r})")
+            values.append(tuple(v) if isinstance(getattr(owner, leaf), tuple) else v)
+        setattr(owner, leaf, {"milestones": list(spec["milestones"]), "values": values})
+
+
+def step_schedules(cfg: Any, prefix: str = "") -> dict[str, dict]:
+    """{dotted key: schedule} of the `STEPPED` fields of a built config that hold a step schedule."""
+    out: dict[str, dict] = {}
+    if not dataclasses.is_dataclass(cfg):
+        return out
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            out.update(step_schedules(value, f"{prefix}{f.name}."))
+        elif f.name in getattr(cfg, "STEPPED", ()) and is_step_schedule(value):
+            out[prefix + f.name] = value
+    return out
+
+
+def apply_step(cfg: Any, schedules: dict[str, dict], step: int) -> dict[str, Any]:
+    """Set each scheduled key of a (live, resolved) config to its value at `step`, in place; returns the
+    keys whose value changed, with their new values. The parts read these fields when they use them."""
+    changed = {}
+    for key, spec in schedules.items():
+        *parents, leaf = key.split(".")
+        owner = functools.reduce(getattr, parents, cfg)
+        value = schedule_value(spec, step)
+        if getattr(owner, leaf) != value:
+            setattr(owner, leaf, value)
+            changed[key] = value
+    return changed
+
+
+def plain_config(cfg: Any) -> dict:
+    """A built config as plain dicts and lists, step schedules in place (what config.yaml holds)."""
+    return dataclasses.asdict(cfg)
+
+
 def build_config(schema_cls: type, *layers: dict | list[str], prefix: str = "") -> Any:
     """Merge layers (dicts, or lists of 'a.b=value' strings) onto the schema; return a dataclass.
     prefix: where this schema sits in a bigger config, for messages ("guidance.")."""
     schema = OmegaConf.structured(schema_cls)
-    merged = schema
+    merged, lifted = schema, {}
     for layer in layers:
         raw = layer
         if isinstance(layer, list):
@@ -268,6 +370,7 @@ def build_config(schema_cls: type, *layers: dict | list[str], prefix: str = "") 
                 layer = OmegaConf.from_dotlist(layer)
             except OmegaConfBaseException as err:
                 raise UserError(f"cannot parse overrides: {str(err).splitlines()[0]}") from None
+        layer = _lift_step_schedules(_as_mapping(layer), schema_cls, prefix, "", lifted)
         try:
             _retype(merged, layer, schema_cls)
             merged = OmegaConf.merge(merged, layer)
@@ -280,9 +383,11 @@ def build_config(schema_cls: type, *layers: dict | list[str], prefix: str = "") 
                 "stages=[{name: ..., overrides: {...}}, ...])"
             ) from None
     try:
-        return to_dataclass(merged, prefix)
+        cfg = to_dataclass(merged, prefix)
     except OmegaConfBaseException as err:  # e.g. ${nosuch} in a YAML value or an override
         raise UserError(_explain(err, schema, prefix)) from None
+    _place_step_schedules(cfg, lifted, prefix)
+    return cfg
 
 
 def to_dataclass(conf: DictConfig, prefix: str = "") -> Any:
@@ -316,4 +421,4 @@ def _to_plain_schedules(cfg: Any) -> None:
 
 def to_yaml(cfg: Any) -> str:
     """The resolved config as YAML text (what runs write to config.yaml)."""
-    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+    return OmegaConf.to_yaml(OmegaConf.create(plain_config(cfg)))

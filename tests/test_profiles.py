@@ -176,9 +176,77 @@ def test_resolution_and_batch_schedules_resume_at_the_scheduled_size(tiny_pipeli
     assert sizes(run_dir) == [(16, 16, 2, 1), (24, 24, 1, 2)]
 
 
+GUIDANCE_SCALE_LINE = re.compile(r"guidance\.guidance_scale = ([\d.]+) \(from step (\d+)")
+
+
+def test_any_stepped_value_follows_a_step_schedule_and_resumes_across_its_milestone(tiny_pipeline, tmp_path, info_logs):
+    """guidance.guidance_scale (a float field, not a schedule-typed one) 100 -> 5 at step 2: config.yaml keeps
+    the schedule, the log names the switch, and a run resumed from the step-2 checkpoint starts at 5."""
+    from gen3d.cli import run_from_args
+
+    sched = "guidance.guidance_scale={milestones: [2], values: [100, 5]}"
+    args = ["--config", "dreamfusion.yaml", "--prompt", "a red cube", "--model", str(tiny_pipeline), "--steps", "3"]
+    run_dir = Path(
+        run_from_args(
+            launch.parse_args(args + ["--output", str(tmp_path), *TINY, sched, "trainer.checkpoint_every=1"])
+        )["run_dir"]
+    )
+    switches = [
+        m.groups() for m in map(GUIDANCE_SCALE_LINE.search, (run_dir / "log.txt").read_text().splitlines()) if m
+    ]
+    assert switches == [("5.0", "2")]
+    assert read_yaml(run_dir / "config.yaml")["guidance"]["guidance_scale"] == {
+        "milestones": [2],
+        "values": [100.0, 5.0],
+    }
+
+    (run_dir / "ckpts" / "last.ckpt").unlink()
+    info_logs()
+    (run_dir / "log.txt").write_text("")
+    run_from_args(launch.parse_args(["--resume", str(run_dir / "ckpts" / "step-000002.ckpt")]))
+    switches = [
+        m.groups() for m in map(GUIDANCE_SCALE_LINE.search, (run_dir / "log.txt").read_text().splitlines()) if m
+    ]
+    assert switches == [("5.0", "2")]
+
+
+def test_the_parts_read_the_live_value_of_a_scheduled_key(tiny_pipeline):
+    """The guidance and the renderer share the system's live config: a step moves what they read."""
+    from gen3d.config import apply_step
+    from gen3d.diffusion.prior import load_prior
+    from gen3d.systems.text3d import Text3DSystem
+
+    cfg = resolve(
+        "dreamfusion.yaml",
+        ["model=builtin", "prompt=a red cube", *TINY],
+        ["guidance.guidance_scale={milestones: [10], values: [100, 7.5]}"],
+        ["renderer.shading.ambient={milestones: [10], values: [0.1, 0.4]}"],
+    )
+    system = Text3DSystem(cfg, prior=load_prior(str(tiny_pipeline)))
+    system.setup_prior("cpu")
+    assert system._guidance.cfg.guidance_scale == 100.0 and system.scene(0).cfg.shading.ambient == 0.1
+    assert apply_step(system.cfg, system.step_schedules, 10) == {
+        "guidance.guidance_scale": 7.5,
+        "renderer.shading.ambient": 0.4,
+    }
+    assert system._guidance.cfg.guidance_scale == 7.5 and system.scene(0).cfg.shading.ambient == 0.4
+    assert cfg.guidance.guidance_scale == {"milestones": [10], "values": [100.0, 7.5]}  # the spec is kept
+
+
 @pytest.mark.parametrize(
     "override, words",
     [
+        (
+            "geometry.hash_grid.n_levels={milestones: [10], values: [4, 8]}",
+            "'geometry.hash_grid.n_levels' cannot follow a schedule",
+        ),
+        (
+            "guidance.guidance_scale={milestones: [10], values: [7.5, -1]}",
+            "'guidance.guidance_scale' must be >= 0 (got -1",
+        ),
+        ("guidance.guidance_scale={milestones: [10], values: [7.5, big]}", "schedule value 'big'"),
+        ("guidance.weighting={milestones: [10, 5], values: [sds, uniform, sds]}", "strictly increasing"),
+        ("optimizer.lr={milestones: [10], values: [0.01, 0.001]}", "keys of 'optimizer' that can: none"),
         ("camera.height={milestones: [300, 100], values: [64, 128, 512]}", "strictly increasing"),
         ("camera.width={milestones: [10], values: [64, 0]}", "'camera.width' must be in [8, 8192] (got 0)"),
         ("trainer.batch_size={milestones: [10, 10], values: [1, 2, 3]}", "strictly increasing"),

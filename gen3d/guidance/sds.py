@@ -35,6 +35,7 @@ class GuidanceConfig:
     # 768 for SD 2.1); 512 or 256 cut the encoder's activation memory, at the cost of detail (docs/methods.md)
     resolution: Optional[int] = None
     SCHEDULES = ("min_step_percent", "max_step_percent", "grad_clip")
+    STEPPED = ("guidance_scale", "weighting")  # read at every step: may be step schedules (gen3d.config)
 
 
 def sds_gradient(

@@ -39,6 +39,7 @@ class VSDConfig(GuidanceConfig):
     # the model the LoRA (eps_phi) sits on: None = the prior's own UNet (shared, threestudio's low-memory
     # mode); a hub id or folder = a second model, e.g. stabilityai/stable-diffusion-2-1 (the paper's)
     lora_model: Optional[str] = None
+    STEPPED = GuidanceConfig.STEPPED + ("lora_guidance_scale", "camera_condition_dropout", "lora_n_timestamp_samples")
 
 
 def lora_eps(

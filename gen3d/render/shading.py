@@ -23,6 +23,8 @@ class ShadingConfig:
     # random with these probabilities for (albedo, lambertian, textureless)
     albedo_only_steps: int = ranged(0, ge=0)
     mode_probs: tuple[float, float, float] = ranged((1.0, 0.0, 0.0), ge=0)
+    # read per render / per step: each may be a step schedule (gen3d.config)
+    STEPPED = ("ambient", "soft_shading", "ambient_range", "albedo_only_steps", "mode_probs")
 
 
 def needs_normal(mode: str) -> bool:

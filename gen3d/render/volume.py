@@ -35,6 +35,7 @@ class RendererConfig:
     # normals only where the (detached) weight exceeds this (others get 0); 0 = everywhere
     normal_weight_threshold: float = ranged(1e-4, ge=0)
     shading: ShadingConfig = field(default_factory=ShadingConfig)
+    STEPPED = ("stratified", "eval_chunk_rays", "normal_weight_threshold")  # read per render (gen3d.config)
 
 
 def render_weights(samples: RaySamples, sigmas: torch.Tensor) -> torch.Tensor:

@@ -137,6 +137,7 @@ class Text3DConfig:
     export: ExportConfig = field(default_factory=ExportConfig)
     stages: list[StageConfig] = field(default_factory=list)
     MOVED_KEYS = {"trainer.accelerator": "device"}
+    STEPPED = ("force_shading",)  # read at every step: may be a step schedule (gen3d.config)
 
 
 def resolve_backends(cfg: Text3DConfig) -> Text3DConfig:

@@ -26,6 +26,7 @@ from gen3d.errors import UserError
 from gen3d.export.latent_rgb import LinearMap, fit_linear_map, pixel_pairs
 from gen3d.render.cameras import Cameras, make_cameras
 from gen3d.representations import representation
+from gen3d.utils.schedule import schedule_values
 
 log = logging.getLogger("gen3d")
 
@@ -52,9 +53,9 @@ def check_config(cfg: Any) -> None:
         raise UserError(
             f"rgb_as_latents works on NeRF (volume) stages only, not with representation '{cfg.representation}'"
         )
-    if cfg.force_shading not in (None, "albedo"):
+    if any(v not in (None, "albedo") for v in schedule_values(cfg.force_shading)):  # a value or a step schedule
         raise UserError(
-            f"rgb_as_latents renders latents with albedo shading only (force_shading is '{cfg.force_shading}')"
+            f"rgb_as_latents renders latents with albedo shading only (force_shading is {cfg.force_shading!r})"
         )
     if cfg.background.type != "mlp":
         raise UserError(

@@ -11,9 +11,7 @@ import dataclasses
 import math
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
-from gen3d.config import build_config, literal
+from gen3d.config import build_config, literal, plain_config
 from gen3d.errors import UserError
 
 
@@ -21,7 +19,7 @@ def stage_configs(cfg) -> list[tuple[str, object]]:
     """[(stage name, full config of that stage)]; a config without `stages` is one stage 'main'."""
     if not cfg.stages:
         return [("main", cfg)]
-    base = literal(OmegaConf.to_container(OmegaConf.structured(cfg)))  # resolved: its strings are data
+    base = literal(plain_config(cfg))  # resolved: its strings are data; step schedules in place
     base["stages"] = []
     out, seen = [], set()
     for i, stage in enumerate(cfg.stages):

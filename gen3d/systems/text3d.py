@@ -13,6 +13,7 @@ guidance gives them (trained and checkpointed); what it hands the next stage is 
 
 from __future__ import annotations
 
+import copy
 import logging
 import random
 from typing import Any
@@ -21,6 +22,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from gen3d.config import apply_step, step_schedules
 from gen3d.diffusion.prior import Prior, load_prior
 from gen3d.diffusion.prompts import PromptEmbeddings
 from gen3d.errors import UserError
@@ -51,7 +53,14 @@ class Text3DSystem(ParticleMixin, L.LightningModule):
         """prior: a loaded prior to use (else loaded in `setup`); guidance_state: what the previous
         stages' guidances hand on (`guidance_state()` of the previous stage)."""
         super().__init__()
-        self.cfg = cfg = resolve_backends(cfg)
+        cfg = resolve_backends(cfg)
+        # keys that follow a step schedule (`STEPPED` fields): the parts share one live copy of the config
+        # whose values `on_train_batch_start` sets to the step's (gen3d.config.apply_step)
+        self.step_schedules = step_schedules(cfg)
+        if self.step_schedules:
+            cfg = copy.deepcopy(cfg)
+            apply_step(cfg, self.step_schedules, 0)
+        self.cfg = cfg
         self.representation = representation(cfg.representation)
         self.guidance_type = guidance_type(cfg.guidance.type)
         self.space = latent_mode.view_space(cfg)
@@ -152,6 +161,10 @@ class Text3DSystem(ParticleMixin, L.LightningModule):
         self._sizes = sizes
 
     def on_train_batch_start(self, batch, batch_idx) -> None:
+        changed = apply_step(self.cfg, self.step_schedules, self.global_step)
+        if changed and self.global_rank == 0:
+            for key, value in changed.items():
+                log.info("%s = %r (from step %d, its step schedule)", key, value, self.global_step)
         for scene in self.scenes.values():
             scene.update_step(self.global_step)
 
