@@ -266,10 +266,12 @@ def _hints(schema_cls: type) -> dict[str, Any]:
     return typing.get_type_hints(schema_cls)
 
 
-def _lift_step_schedules(layer: Any, schema_cls: type, prefix: str, path: str, found: dict) -> Any:
+def _lift_step_schedules(layer: Any, schema_cls: type, prefix: str, path: str, found: dict, whole: list) -> Any:
     """The layer with every step schedule on a typed (non-`Any`) field replaced by its first value, for
     OmegaConf's type check; the schedules go into `found` by dotted key (a later layer's plain value for the
-    same key removes it). A schedule on a field not in its schema's `STEPPED` is a UserError."""
+    same key removes it). A schedule on a field not in its schema's `STEPPED` is a UserError. `whole` gets
+    the keys of `SCHEDULES` fields the layer sets to a list or mapping: they replace, not merge (a ramp
+    list after a step-schedule mapping or the other way round)."""
     if not isinstance(layer, dict) or not dataclasses.is_dataclass(schema_cls):
         return layer
     names = {f.name for f in dataclasses.fields(schema_cls)}
@@ -277,8 +279,10 @@ def _lift_step_schedules(layer: Any, schema_cls: type, prefix: str, path: str, f
     for key, value in layer.items():
         full, hint = path + str(key), _hints(schema_cls).get(key) if key in names else None
         if dataclasses.is_dataclass(hint):
-            out[key] = _lift_step_schedules(value, hint, prefix, full + ".", found)
+            out[key] = _lift_step_schedules(value, hint, prefix, full + ".", found, whole)
             continue
+        if key in getattr(schema_cls, "SCHEDULES", ()) and isinstance(value, (dict, list)):
+            whole.append(full)
         if hint is None or hint is Any or key in getattr(schema_cls, "SCHEDULES", ()) or not is_step_schedule(value):
             found.pop(full, None)
             out[key] = value
@@ -370,8 +374,11 @@ def build_config(schema_cls: type, *layers: dict | list[str], prefix: str = "") 
                 layer = OmegaConf.from_dotlist(layer)
             except OmegaConfBaseException as err:
                 raise UserError(f"cannot parse overrides: {str(err).splitlines()[0]}") from None
-        layer = _lift_step_schedules(_as_mapping(layer), schema_cls, prefix, "", lifted)
+        whole: list[str] = []
+        layer = _lift_step_schedules(_as_mapping(layer), schema_cls, prefix, "", lifted, whole)
         try:
+            for key in whole:
+                OmegaConf.update(merged, key, None, merge=False)
             _retype(merged, layer, schema_cls)
             merged = OmegaConf.merge(merged, layer)
         except OmegaConfBaseException as err:

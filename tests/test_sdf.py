@@ -81,10 +81,10 @@ def test_normal_smoothness_term_smooths_a_bumpy_field_and_is_off_by_default():
     first, trained = _first_and_trained(lambda f, p: f.normal_smoothness(p, 0.01), _shell_points(1024, 0.5))
     assert trained < 0.5 * first
     assert SDFSettings().normal_smooth_points == 0
-    with pytest.raises(UserError):
-        SDFSettings(normal_smooth_jitter=0.0)
-    with pytest.raises(UserError):
-        SDFSettings(normal_smooth_points=-1)
+    with pytest.raises(UserError, match="'parts.sdf.normal_smooth_jitter' must be > 0"):
+        settings(normal_smooth_jitter=0.0)
+    with pytest.raises(UserError, match="'parts.sdf.normal_smooth_points' must be >= 0"):
+        settings(normal_smooth_points=-1)
 
 
 def test_eikonal_term_trains_the_field_towards_a_distance():
@@ -92,11 +92,19 @@ def test_eikonal_term_trains_the_field_towards_a_distance():
     assert trained < 0.5 * first
 
 
+def settings(**values):
+    """parts.sdf as the representation builds it (gen3d.config: types, ranges, schedules)."""
+    return build_config(SDFSettings, values, prefix="parts.sdf.")
+
+
 def test_settings_are_checked():
     with pytest.raises(UserError, match="parts.sdf.beta"):
-        SDFSettings(beta=[0, 0.1])
-    with pytest.raises(UserError, match="sphere_radius"):
-        SDFSettings(sphere_radius=0.0)
+        settings(beta=[0, 0.1])
+    with pytest.raises(UserError, match="'parts.sdf.beta' must be > 0"):
+        settings(beta={"milestones": [10], "values": [0.1, 0.0]})
+    with pytest.raises(UserError, match="'parts.sdf.sphere_radius' must be > 0"):
+        settings(sphere_radius=0.0)
+    assert settings(levels={"milestones": [10], "values": [4, 8]}).levels == {"milestones": [10], "values": [4, 8]}
 
 
 def _cfg(**parts):

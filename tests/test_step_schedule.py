@@ -26,3 +26,20 @@ def test_bad_step_schedules_are_one_line(spec, words):
     with pytest.raises(UserError) as err:
         check_schedule(spec, "camera.height")
     assert words in str(err.value) and "camera.height" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_step_schedule_replaces_a_ramp_default_and_the_other_way_round():
+    """VSD's max_step_percent defaults to a ramp list; a {milestones, values} mapping replaces it (and a
+    later ramp replaces a mapping) instead of failing to merge a mapping into a list."""
+    from gen3d.config import build_config
+    from gen3d.systems.config import Text3DConfig
+
+    step = "guidance.max_step_percent={milestones: [10], values: [0.98, 0.5]}"
+    cfg = build_config(Text3DConfig, {"guidance": {"type": "vsd"}}, [step])
+    assert cfg.guidance.max_step_percent == {"milestones": [10], "values": [0.98, 0.5]}
+    cfg = build_config(Text3DConfig, [step])  # SDS: the default is a number
+    assert schedule_value(cfg.guidance.max_step_percent, 10) == 0.5
+    cfg = build_config(
+        Text3DConfig, ["camera.height={milestones: [10], values: [64, 128]}"], ["camera.height=[0,64,128,10]"]
+    )
+    assert cfg.camera.height == [0, 64, 128, 10]

@@ -17,41 +17,29 @@ schedule unmasks them (threestudio's / Neuralangelo's progressive levels).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from gen3d.config import ranged
 from gen3d.geometry.implicit import ImplicitVolume, ImplicitVolumeConfig
-from gen3d.utils.schedule import check_schedule, schedule_value
+from gen3d.utils.schedule import schedule_value
 
 
 @dataclass
 class SDFSettings:
     """`parts.sdf` settings of the `sdf` representation."""
 
-    sphere_radius: float = 0.5  # geometric initialisation: the zero level set starts as this sphere
-    beta: Any = field(default_factory=lambda: [0, 0.1, 0.02, 400])  # schedule of the Laplace scale
+    sphere_radius: float = ranged(0.5, gt=0)  # geometric initialisation: the zero level set starts as this sphere
+    beta: Any = ranged(factory=lambda: [0, 0.1, 0.02, 400], gt=0)  # schedule of the Laplace scale
     # number of active hash-grid levels, a schedule (None: all levels from the start)
-    levels: Any = None
-    eikonal_points: int = 2048  # points per step for the eikonal term (rendered samples + uniform in the box)
+    levels: Any = ranged(None, ge=1)
+    eikonal_points: int = ranged(2048, ge=0)  # points per step for the eikonal term (rendered samples + uniform)
     # points per step for the normal-smoothness term (weight `loss.other.normal_smooth`; 0: not computed)
-    normal_smooth_points: int = 0
-    normal_smooth_jitter: float = 0.01  # the jitter (world units, Gaussian std) between the paired points
-
-    def __post_init__(self) -> None:
-        from gen3d.errors import UserError
-
-        check_schedule(self.beta, "parts.sdf.beta")
-        check_schedule(self.levels, "parts.sdf.levels")
-        if not self.sphere_radius > 0:
-            raise UserError(f"parts.sdf.sphere_radius must be > 0, got {self.sphere_radius}")
-        if self.eikonal_points < 0:
-            raise UserError(f"parts.sdf.eikonal_points must be >= 0, got {self.eikonal_points}")
-        if self.normal_smooth_points < 0:
-            raise UserError(f"parts.sdf.normal_smooth_points must be >= 0, got {self.normal_smooth_points}")
-        if not self.normal_smooth_jitter > 0:
-            raise UserError(f"parts.sdf.normal_smooth_jitter must be > 0, got {self.normal_smooth_jitter}")
+    normal_smooth_points: int = ranged(0, ge=0)
+    normal_smooth_jitter: float = ranged(0.01, gt=0)  # the jitter (world units, Gaussian std) between the pairs
+    SCHEDULES = ("beta", "levels")  # checked, with the ranges, by gen3d.config when `parts.sdf` is built
 
 
 def laplace_density(neg_sdf: torch.Tensor, beta: float) -> torch.Tensor:
