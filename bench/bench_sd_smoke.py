@@ -8,7 +8,8 @@ width (every stage trains, hands on, exports); it does not measure speed worth q
 --model: a Stable-Diffusion-2.1-base-shaped pipeline folder; built with random weights when missing
 (`gen3d.diffusion.random_pipelines.write_pipeline("sd21-base", DIR, width="full")`: ~5 GB on disk, 50 s).
 Each method runs as `launch.py --device cpu` in its own process with every stage's step count set to
---steps; per stage it prints the seconds per step (from the log's per-step lines, the first step left
+--steps (--as-configured: the run gets `--steps` = that times its stage count, which launch.py splits over the
+stages in proportion to their configured steps); per stage it prints the seconds per step (from the log's per-step lines, the first step left
 out as warm-up when there are more) and the peak resident memory of the process during that stage
 (sampled every 0.2 s from /proc). PAPER holds threestudio's values for each method (configs/ of
 threestudio-project/threestudio: dreamfusion-sd, magic3d-coarse-sd / -refine-sd, prolificdreamer /
@@ -29,6 +30,8 @@ import threading
 import time
 from datetime import datetime
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing gen3d
@@ -165,8 +168,9 @@ def rss_mib(pid: int) -> float:
 
 def run_method(method: str, model: Path, out: Path, steps: int, as_configured: bool, more: list[str]) -> dict:
     extra = [] if as_configured else [o.replace("{steps}", str(steps)) for o in PAPER[method]]
-    if as_configured:
-        extra.append(f"trainer.max_steps={steps}")  # single-stage configs; staged ones keep theirs (see doc)
+    if as_configured:  # launch's --steps is the run's total, split over the stages in proportion to theirs
+        n_stages = max(1, len(yaml.safe_load((ROOT / "configs" / f"{method}.yaml").read_text()).get("stages") or []))
+        extra += ["--steps", str(steps * n_stages)]
     cmd = [
         sys.executable,
         "launch.py",
