@@ -101,6 +101,13 @@ INDEX = {
     "unet": ["diffusers", "UNet2DConditionModel"],
     "vae": ["diffusers", "AutoencoderKL"],
 }
+SD2_INDEX = {  # stabilityai/stable-diffusion-2-1(-base): no safety checker
+    "_class_name": "StableDiffusionPipeline",
+    "_diffusers_version": "0.10.0.dev0",
+    "feature_extractor": ["transformers", "CLIPImageProcessor"],
+    "requires_safety_checker": False,
+    "safety_checker": [None, None],
+}
 
 LAYOUTS = {
     "sd15": dict(
@@ -118,14 +125,7 @@ LAYOUTS = {
         root_ckpts=["v1-5-pruned.ckpt", "v1-5-pruned-emaonly.ckpt", "v1-5-pruned.safetensors"],
     ),
     "sd21-base": dict(
-        index={
-            "_class_name": "StableDiffusionPipeline",
-            "_diffusers_version": "0.10.0.dev0",
-            "feature_extractor": ["transformers", "CLIPImageProcessor"],
-            "requires_safety_checker": False,
-            "safety_checker": [None, None],
-            **INDEX,
-        },
+        index={**SD2_INDEX, **INDEX},
         unet=dict(
             attention_head_dim=[5, 10, 20, 20],
             cross_attention_dim=1024,
@@ -140,14 +140,7 @@ LAYOUTS = {
         root_ckpts=["v2-1_512-ema-pruned.ckpt", "v2-1_512-nonema-pruned.safetensors"],
     ),
     "sd21": dict(
-        index={
-            "_class_name": "StableDiffusionPipeline",
-            "_diffusers_version": "0.10.0.dev0",
-            "feature_extractor": ["transformers", "CLIPImageProcessor"],
-            "requires_safety_checker": False,
-            "safety_checker": [None, None],
-            **{**INDEX, "scheduler": ["diffusers", "DDIMScheduler"]},
-        },
+        index={**SD2_INDEX, **INDEX, "scheduler": ["diffusers", "DDIMScheduler"]},
         unet=dict(
             attention_head_dim=[5, 10, 20, 20],
             cross_attention_dim=1024,
