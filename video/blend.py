@@ -35,7 +35,7 @@ from einops import rearrange
 
 from gen3d.errors import UserError
 from video.attention import capture_cross_attention
-from video.region import hysteresis, noise_difference, refine
+from video.region import appearance_split, hysteresis, noise_difference, refine
 
 
 def token_ids(tokenizer, text: str) -> list[int]:
@@ -134,6 +134,15 @@ class AttentionBlend:
         combined = d if attention is None else (1 - self.weight) * d + self.weight * attention
         return hysteresis(combined, self.difference_threshold, self.seed, d)
 
+    def core(self) -> torch.Tensor:
+        """The region's cells [F,1,h,w] in {0, 1} where the noise difference reaches `seed` times the frame's
+        largest value (the whole region without a difference map)."""
+        region = self.region()
+        if self.difference is None:
+            return region
+        d = self.difference.to(region.device)
+        return region * (d >= self.seed * d.amax(dim=(2, 3), keepdim=True)).float()
+
     def mask(self) -> torch.Tensor:
         return _dilate(self.region(), self.dilate)
 
@@ -205,10 +214,11 @@ def make_blend(cfg, prior, model, latents, texts: tuple[str, str], embeddings, u
     )
 
 
-def pixel_mask(blend, frames: torch.Tensor, snap: bool = True) -> torch.Tensor:
+def pixel_mask(blend, frames: torch.Tensor, snap: bool = True, appearance: bool = True) -> torch.Tensor:
     """The mask a blend used at the frame size [F,1,H,W] in [0, 1]: a user's mask as given; else the
     region upsampled (bilinear) and, with snap, fitted to the edges of the source frames [F,3,H,W] (then
-    hard: a soft rim would tint the backdrop around the object)."""
+    hard: a soft rim would tint the backdrop around the object); with appearance (and snap) the region's
+    parts that look like the outside are dropped first (`video.region.appearance_split`)."""
     size = frames.shape[-1]
     full = getattr(blend, "full", None)
     if full is not None:
@@ -217,7 +227,12 @@ def pixel_mask(blend, frames: torch.Tensor, snap: bool = True) -> torch.Tensor:
     m = F.interpolate(coarse.float().cpu(), size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
     if not snap:
         return m
-    return (refine((m > 0.5).float(), frames.cpu(), max(size // coarse.shape[-1], 1)) > 0.5).float()
+    band = max(size // coarse.shape[-1], 1)
+    hard = (m > 0.5).float()
+    if appearance:
+        up = lambda c: (F.interpolate(c.float().cpu(), size=(size, size), mode="nearest") > 0.5).float()  # noqa: E731
+        hard = appearance_split(hard, up(blend.core()) * hard, frames.cpu(), band)
+    return (refine(hard, frames.cpu(), band) > 0.5).float()
 
 
 def edit_guidance(cfg, blend) -> float:

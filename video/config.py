@@ -91,6 +91,9 @@ class LocalEditConfig:
     # there and changes the object's colour in more frames
     guidance_scale: float = ranged(12.5, ge=0)
     snap: bool = True  # the pixel mask follows the source frames' edges (guided filter); false for shape edits
+    # with snap: the region's parts whose source colours are nearer to the outside's than to the colours where
+    # the noise difference peaks are dropped from the pixel mask (video.region.appearance_split)
+    appearance: bool = True
 
 
 @dataclass

@@ -17,6 +17,14 @@ of the source frames: the mask eroded by `band` pixels is kept, what lies more t
 outside it is dropped, and the band in between is decided by a guided filter (He et al. 2010, kornia's
 `guided_blur`) with the frames as the guide, iterated with those two regions held fixed: a band pixel
 joins the region when its colour is more like the region's inside than its outside.
+
+`appearance_split(mask, core, frames)` drops the parts of a region that look like what lies outside it:
+the noise difference also lights up places next to the object where the edit prompt would draw something
+new (the prior's usual place for an object, patches of a textured backdrop in the edit's colour). A
+region pixel stays when its source colour is nearer (mean distance to its k nearest samples) to the
+colours of the region's core (the cells where the difference peaks, pooled over all frames) than to the
+colours outside the region; an opening then drops specks (a colour-model trimap, as in Bayesian matting
+and GrabCut, with the noise difference giving the trimap).
 """
 
 from __future__ import annotations
@@ -87,3 +95,39 @@ def refine(mask: torch.Tensor, frames: torch.Tensor, band: int, iterations: int 
         x = guided_blur(guide, x, 3 * band + 1, eps).clamp(0, 1)
         x = torch.maximum(x, core) * outer
     return x
+
+
+def _knn_distance(x: torch.Tensor, samples: torch.Tensor, k: int) -> torch.Tensor:
+    """x [N,C], samples [M,C] -> [N]: the mean distance of each x to its k nearest samples."""
+    d = torch.cdist(x, samples)
+    return d.topk(min(k, samples.shape[0]), dim=1, largest=False).values.mean(1)
+
+
+def _subsample(x: torch.Tensor, n: int) -> torch.Tensor:
+    return x if x.shape[0] <= n else x[torch.linspace(0, x.shape[0] - 1, n).long()]
+
+
+def appearance_split(
+    mask: torch.Tensor, core: torch.Tensor, frames: torch.Tensor, margin: int, k: int = 8, samples: int = 4096
+) -> torch.Tensor:
+    """mask / core [F,1,H,W] in {0,1} (core within mask), frames [F,3,H,W] in [0,1] -> [F,1,H,W] in {0,1}:
+    the mask without its pixels whose colour is nearer to the outside's than to the core's (module
+    docstring). The colour models pool all frames (the object looks alike across frames, the places where
+    the difference strays do not); the outside is what lies more than `margin` pixels outside the mask, the
+    core is eroded by `margin // 2` pixels (edge pixels mix the object with the backdrop; a frame whose core
+    erodes away keeps it whole). Without core or outside samples the mask is returned as it is."""
+    hard, seed = (mask > 0.5).float(), (core > 0.5).float() * (mask > 0.5).float()
+    inner = -_grow(-seed, margin // 2)
+    inner = torch.where(inner.flatten(1).any(1)[:, None, None, None], inner, seed)  # thin cores stay whole
+    outer = _grow(hard, margin)
+    pixels = frames.float().permute(0, 2, 3, 1)  # [F,H,W,3]
+    inside, outside = pixels[inner[:, 0] > 0.5], pixels[outer[:, 0] < 0.5]
+    if inside.shape[0] == 0 or outside.shape[0] == 0:
+        return hard
+    inside, outside = _subsample(inside, samples), _subsample(outside, samples)
+    candidates = hard[:, 0] > 0.5
+    x = pixels[candidates]
+    keep = _knn_distance(x, inside, k) <= _knn_distance(x, outside, k)
+    split = torch.zeros_like(hard[:, 0])
+    split[candidates] = keep.float()
+    return _grow(-_grow(-split[:, None], 1), 1)  # an opening: specks thinner than 3 pixels go

@@ -221,7 +221,7 @@ def run_video(cfg: VideoEditConfig, run_dir: Path, resume: Path | None = None, e
             )
             with torch.no_grad():
                 edited = prior.decode_latents(out.to(prior.dtype)).float().cpu()
-            mask = pixel_mask(blend, frames.cpu(), cfg.local.snap) if blend is not None else None
+            mask = pixel_mask(blend, frames.cpu(), cfg.local.snap, cfg.local.appearance) if blend is not None else None
             if s.invert and s.pixel_residual:
                 edited = compose(frames.cpu(), decoded_source, edited, mask)
             paths = write_edit(run_dir, i, frames.cpu(), edited, clip.fps)
