@@ -8,7 +8,16 @@ from gen3d.diffusion.prior import BUILTIN_PRIOR, load_prior
 from gen3d.errors import UserError
 from gen3d.profiles import build_with_profile
 from gen3d.utils.media import save_image, write_video
-from video.blend import _dilate, compose, differing_tokens, make_blend, pixel_mask
+from video.blend import (
+    AttentionBlend,
+    FixedMask,
+    _dilate,
+    compose,
+    differing_tokens,
+    edit_uncond,
+    make_blend,
+    pixel_mask,
+)
 from video.config import VideoEditConfig
 from video.ddim import ddim_edit, ddim_invert, make_eps
 from video.demo import moving_shape_and_mask
@@ -206,6 +215,24 @@ def test_appearance_split_drops_what_looks_like_the_backdrop():
         assert torch.equal(appearance_split(obj, torch.zeros_like(obj), frames, 4), obj)
         whole = torch.ones_like(obj)
         assert torch.equal(appearance_split(whole, core, frames, 4), whole)
+
+
+def test_edit_uncond_is_plain_while_the_region_of_the_words_keeps_the_background():
+    """CFG's unconditional prompt: with local.plain_guidance and the region of the differing words, the
+    negative prompt; the source caption (negative-prompt inversion) by default, without a region and with a
+    user's mask; the negative prompt without negative-prompt inversion."""
+    src, neg = torch.zeros(1, 2, 3), torch.ones(1, 2, 3)
+    region, user = AttentionBlend([2], [2], 3, 16), FixedMask(torch.ones(3, 1, 64, 64), 16)
+
+    def cfg(*extra):
+        return build_with_profile(
+            VideoEditConfig, read_yaml(resolve_config_path("tuneavideo")), {"model": "builtin"}, list(extra)
+        )
+
+    plain = cfg("local.plain_guidance=true")
+    assert edit_uncond(plain, region, src, neg) is neg and edit_uncond(cfg(), region, src, neg) is src
+    assert edit_uncond(plain, None, src, neg) is src and edit_uncond(plain, user, src, neg) is src
+    assert edit_uncond(cfg("sampling.negative_prompt_inversion=false"), None, src, neg) is neg
 
 
 def test_local_settings_out_of_range():

@@ -242,6 +242,19 @@ def edit_guidance(cfg, blend) -> float:
     return cfg.local.guidance_scale if local else cfg.sampling.guidance_scale
 
 
+def edit_uncond(cfg, blend, source: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
+    """CFG's unconditional embedding of an edit: the source caption's under negative-prompt inversion,
+    except with local.plain_guidance while the region of the differing words keeps the background: then
+    the negative prompt's. Negative-prompt inversion keeps an edit equal to the source exact under CFG;
+    with such a region it is not needed for that (no word differs: the region is empty), and guidance away
+    from the source's words can overshoot to their opposite (green -> purple turned pale pink). A user's
+    mask keeps negative-prompt inversion (an edit equal to the source stays exact in it)."""
+    s = cfg.sampling
+    if not (s.invert and s.negative_prompt_inversion):
+        return negative
+    return negative if isinstance(blend, AttentionBlend) and cfg.local.plain_guidance else source
+
+
 def compose(
     source: torch.Tensor, decoded_source: torch.Tensor, decoded_edit: torch.Tensor, mask: torch.Tensor | None
 ) -> torch.Tensor:
