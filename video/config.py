@@ -92,8 +92,8 @@ class LocalEditConfig:
     guidance_scale: float = ranged(12.5, ge=0)
     # true: while the region of the differing words keeps the background, CFG's unconditional prompt is
     # sampling.negative_prompt, not the source caption (negative-prompt inversion pushes away from the source's
-    # words: away from green is magenta); an edit equal to the source has an empty region and stays exact.
-    # Off by default: it helped green -> purple and cost blue -> red (docs/video.md)
+    # words); an edit equal to the source has an empty region and stays exact. Off by default: on the bench
+    # it helped green -> purple and cost blue -> red (docs/video.md)
     plain_guidance: bool = False
     snap: bool = True  # the pixel mask follows the source frames' edges (guided filter); false for shape edits
     # with snap: the region's parts whose source colours are nearer to the outside's than to the colours where

@@ -97,10 +97,12 @@ def refine(mask: torch.Tensor, frames: torch.Tensor, band: int, iterations: int 
     return x
 
 
-def _knn_distance(x: torch.Tensor, samples: torch.Tensor, k: int) -> torch.Tensor:
-    """x [N,C], samples [M,C] -> [N]: the mean distance of each x to its k nearest samples."""
-    d = torch.cdist(x, samples)
-    return d.topk(min(k, samples.shape[0]), dim=1, largest=False).values.mean(1)
+def _knn_distance(x: torch.Tensor, samples: torch.Tensor, k: int, chunk: int = 8192) -> torch.Tensor:
+    """x [N,C], samples [M,C] -> [N]: the mean distance of each x to its k nearest samples (in chunks of x:
+    a 512 px clip has hundreds of thousands of region pixels)."""
+    k = min(k, samples.shape[0])
+    parts = [torch.cdist(c, samples).topk(k, dim=1, largest=False).values.mean(1) for c in x.split(chunk)]
+    return torch.cat(parts) if parts else x.new_zeros(0)
 
 
 def _subsample(x: torch.Tensor, n: int) -> torch.Tensor:
