@@ -49,9 +49,14 @@ class ExportConfig:
     """"ray": albedo composited along a short ray through the surface with the renderer's weights
     (fields with a density); "surface": the albedo at the surface point (always used for meshes)."""
     bake_depth: float = ranged(0.05, gt=0)
-    """Ray bake: the ray runs from this far outside the surface to this far inside (world units)."""
+    """Ray bake: the ray starts this far outside the surface (world units)."""
+    bake_inside: float = ranged(0.05, gt=0)
+    """Ray bake: the ray ends this far inside the surface (world units)."""
     bake_samples: int = ranged(16, ge=1)
     """Ray bake: samples per ray."""
+    texture_median: float = ranged(0.0, ge=0)
+    """Edge-preserving clean-up of the baked albedo: per-channel median over each texel's surface
+    neighbours within this many texel spacings (``texture_filter.surface_median``); 0 = off."""
     placement: str = ranged("center", choices=PLACEMENTS)
     """Where the written mesh sits: "center" (bounding-box centre at the origin), "ground" (centred in
     x and z, lowest point at y = 0, for scene assembly), "field" (the training frame, unchanged)."""

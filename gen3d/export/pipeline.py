@@ -15,6 +15,7 @@ from .placement import placement_offset
 from .query import Device, FieldFn, query_field
 from .ray_bake import ray_albedo
 from .remesh import clean_surface
+from .texture_filter import surface_median
 from .uv import collapse_slivers, unwrap_uv
 from .writers import TexturedMesh, to_uint8, write_textured_mesh
 
@@ -23,12 +24,21 @@ def colour_function(
     albedo_fn: FieldFn, cfg: ExportConfig, device: Device = None, density_fn: FieldFn | None = None
 ) -> ColourFn:
     """What a texel shows: the ray-composited albedo (``bake: ray`` with a density), else the
-    albedo at the surface point."""
+    albedo at the surface point; then, with ``texture_median`` > 0, its surface median."""
     if cfg.bake == "ray" and density_fn is not None:
-        return lambda p, n: ray_albedo(
-            p, n, density_fn, albedo_fn, cfg.bake_depth, cfg.bake_samples, cfg.chunk_size, device
-        )
-    return lambda p, n: query_field(albedo_fn, p, cfg.chunk_size, device)
+
+        def colour(p, n):
+            return ray_albedo(
+                p, n, density_fn, albedo_fn, cfg.bake_depth, cfg.bake_samples, cfg.chunk_size, device, cfg.bake_inside
+            )
+    else:
+
+        def colour(p, n):
+            return query_field(albedo_fn, p, cfg.chunk_size, device)
+
+    if cfg.texture_median <= 0:
+        return colour
+    return lambda p, n: surface_median(p, n, colour(p, n), cfg.texture_median)
 
 
 def texture_mesh(

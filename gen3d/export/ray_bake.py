@@ -4,8 +4,8 @@ A NeRF's colour is not taken at its isosurface: the renderer weights the albedo 
 along the ray by ``w_k = T_k (1 - exp(-sigma_k delta))``, and where the density rises slowly those
 weights sit inside the level set, where the field's colour has settled. Baking exactly on the
 isosurface therefore gives a colour the turntable never showed (often darker, or tinted). Here
-each texel's point is the middle of a ray along its inward normal, from ``depth`` outside to
-``depth`` inside, sampled ``n_samples`` times, and its colour is the weighted mean of the albedos
+each texel's point lies on a ray along its inward normal, from ``depth`` outside to ``inside``
+inside (``depth`` when not given), sampled ``n_samples`` times, and its colour is the weighted mean of the albedos
 (the innermost sample's albedo where the ray stays empty).
 """
 
@@ -25,10 +25,12 @@ def ray_albedo(
     n_samples: int,
     chunk_size: int,
     device: Device = None,
+    inside: float | None = None,
 ) -> np.ndarray:
     """Volume-rendered albedo ``[N, 3]`` of rays through ``points [N,3]`` along ``-normals [N,3]``."""
-    offsets = np.linspace(depth, -depth, n_samples)  # outside -> inside
-    delta = 2.0 * depth / max(n_samples - 1, 1)
+    inside = depth if inside is None else inside
+    offsets = np.linspace(depth, -inside, n_samples)  # outside -> inside
+    delta = (depth + inside) / max(n_samples - 1, 1)
     out = np.empty((len(points), 3), dtype=np.float32)
     step = max(1, chunk_size // n_samples)
     for start in range(0, len(points), step):
