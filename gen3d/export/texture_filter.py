@@ -1,7 +1,7 @@
 """Edge-preserving clean-up of the baked albedo, on the surface rather than in the texture image.
 
 A NeRF's albedo carries speckles a few texels wide (single texels, or clusters of them, tinted away from
-the object's colour) that the turntable averages out but a texture shows under any light. A median over
+the object's colour), which a baked texture keeps and shows under any light. A median over
 each texel's neighbours removes specks smaller than half its window and keeps colour edges (a median
 does not blur a step). The neighbours are taken on the surface: the texels' 3D points within
 ``radius`` texel spacings whose normals agree (so a thin part's other side is not mixed in), which

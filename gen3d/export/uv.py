@@ -59,7 +59,7 @@ def collapse_slivers(mesh: trimesh.Trimesh, rel_area: float = 1e-5) -> trimesh.T
 
 # xatlas option sets tried in turn (chart growth limit, chart-growing iterations, brute-force packing, rotate
 # charts to their axis); the layout with the most texture covered wins. Measured on the exported DreamFusion
-# cube, torus and cone (6000 faces, 32 option sets, docs/export.md): brute-force packing covers 2.5 points
+# cube, torus and cone (6000 faces, 32 option sets; docs/methods.md, "Export levers"): brute-force packing covers 2.5 points
 # more on average and one chart-growing iteration 1 point more than four; which set is best varies by mesh.
 UV_CANDIDATES = ((2.0, 1, True, True), (4.0, 1, True, True), (4.0, 1, True, False))
 
