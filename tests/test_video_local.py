@@ -8,13 +8,16 @@ from gen3d.diffusion.prior import BUILTIN_PRIOR, load_prior
 from gen3d.errors import UserError
 from gen3d.profiles import build_with_profile
 from gen3d.utils.media import save_image, write_video
+from video.attention import reweight_cross_attention
 from video.blend import (
     AttentionBlend,
     FixedMask,
     _dilate,
     compose,
     differing_tokens,
+    edit_reweight,
     edit_uncond,
+    edit_unconds,
     make_blend,
     pixel_mask,
 )
@@ -233,6 +236,56 @@ def test_edit_uncond_is_plain_while_the_region_of_the_words_keeps_the_background
     assert edit_uncond(plain, region, src, neg) is neg and edit_uncond(cfg(), region, src, neg) is src
     assert edit_uncond(plain, None, src, neg) is src and edit_uncond(plain, user, src, neg) is src
     assert edit_uncond(cfg("sampling.negative_prompt_inversion=false"), None, src, neg) is neg
+
+
+def test_plain_steps_and_reweight_options():
+    """local.plain_steps < 1: negative-prompt inversion after the first steps; local.reweight: the edit's
+    differing tokens, only for the region of the differing words."""
+    src, neg = torch.zeros(1, 2, 3), torch.ones(1, 2, 3)
+    region, user = AttentionBlend([2], [2, 3], 3, 16), FixedMask(torch.ones(3, 1, 64, 64), 16)
+
+    def cfg(*extra):
+        return build_with_profile(
+            VideoEditConfig, read_yaml(resolve_config_path("tuneavideo")), {"model": "builtin"}, list(extra)
+        )
+
+    early = cfg("local.plain_guidance=true", "local.plain_steps=0.3")
+    uncond, first, frac = edit_unconds(early, region, src, neg)
+    assert uncond is src and first is neg and frac == 0.3
+    assert edit_unconds(early, user, src, neg) == (src, None, 0.0)
+    assert edit_unconds(cfg("local.plain_guidance=true"), region, src, neg) == (neg, None, 0.0)
+    assert edit_unconds(cfg(), region, src, neg) == (src, None, 0.0)
+    assert edit_reweight(cfg(), region) is None and edit_reweight(cfg("local.reweight=3"), user) is None
+    assert edit_reweight(cfg("local.reweight=3"), region) == ([2, 3], 3.0)
+    with pytest.raises(UserError, match="local.plain_steps"):
+        cfg("local.plain_steps=1.5")
+
+
+def test_reweight_cross_attention_scales_only_the_given_rows_tokens_and_region(tiny_pipeline):
+    """Scale 1 reproduces diffusers' processor; a scale changes only the given rows, and only at the queries
+    inside the mask; ddim_edit with early_steps 1 equals sampling with early_uncond throughout."""
+    p = load_prior(str(tiny_pipeline))
+    inflate(p.unet, "sparse_causal", "tuneavideo")
+    name, attn = next((n, m) for n, m in p.unet.named_modules() if n.endswith("attn2"))
+    torch.manual_seed(0)
+    h, ctx = torch.randn(6, 64, attn.to_q.in_features), p.encode_text(["a red cube"]).expand(6, -1, -1)
+    plain = attn(h, ctx)
+    with torch.no_grad(), reweight_cross_attention(p.unet, slice(3, 6), [2], 1.0):
+        assert torch.allclose(attn(h, ctx), plain, atol=1e-5)
+    mask = torch.zeros(3, 1, 16, 16)
+    mask[:, :, :8] = 1  # the upper half of the frame
+    with torch.no_grad(), reweight_cross_attention(p.unet, slice(3, 6), [2], 4.0, mask):
+        out = attn(h, ctx)
+    changed = (out - plain).abs().amax(-1) > 1e-4  # [6, 64]
+    assert not changed[:3].any() and changed[3:, :32].all() and not changed[3:, 32:].any()
+    x0 = encode_frames(p, moving_shape_and_mask(3, 64, background="gradient")[0])
+    src, edit, neg = (p.encode_text([t]) for t in ("a red cube", "a blue cube", ""))
+    x_t = torch.randn_like(x0)
+    whole = ddim_edit(p, p.unet, x_t, src, edit, neg, 7.5, 3, 0.0, early_uncond=neg, early_steps=0.0)
+    first = ddim_edit(p, p.unet, x_t, src, edit, src, 7.5, 3, 0.0, early_uncond=neg, early_steps=1.0)
+    assert torch.allclose(whole, first, atol=1e-5)
+    weighted, same = (ddim_edit(p, p.unet, x_t, src, edit, src, 7.5, 3, 0.0, reweight=([2], c)) for c in (4.0, 1.0))
+    assert float((weighted - same).abs().max()) > 1e-3
 
 
 def test_local_settings_out_of_range():

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 
 import torch
 import torch.nn as nn
@@ -55,6 +56,7 @@ class PassThroughProcessor(AttnProcessor2_0):
     probabilities softmax(q k^T / sqrt(d)), averaged over heads ([B*F, N, L]), to `store(probs)`."""
 
     store = None
+    reweight = None  # (rows, tokens, scale, mask [F,1,h,w] or None) while `reweight_cross_attention` runs
 
     def __call__(
         self,
@@ -66,12 +68,58 @@ class PassThroughProcessor(AttnProcessor2_0):
         n_frames: int | None = None,
         source_group: int = 0,
     ):
-        if self.store is not None and encoder_hidden_states is not None and hidden_states.ndim == 3:
-            ctx = attn.norm_encoder_hidden_states(encoder_hidden_states) if attn.norm_cross else encoder_hidden_states
-            q = rearrange(attn.to_q(hidden_states), "b n (h d) -> b h n d", h=attn.heads)
-            k = rearrange(attn.to_k(ctx), "b l (h d) -> b h l d", h=attn.heads)
-            self.store((q @ k.transpose(-1, -2) * attn.scale).softmax(-1).mean(1).float())
-        return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+        if (self.store is None and self.reweight is None) or encoder_hidden_states is None or hidden_states.ndim != 3:
+            return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+        ctx = attn.norm_encoder_hidden_states(encoder_hidden_states) if attn.norm_cross else encoder_hidden_states
+        q = rearrange(attn.to_q(hidden_states), "b n (h d) -> b h n d", h=attn.heads)
+        k = rearrange(attn.to_k(ctx), "b l (h d) -> b h l d", h=attn.heads)
+        probs = (q @ k.transpose(-1, -2) * attn.scale).softmax(-1)
+        if self.store is not None:
+            self.store(probs.mean(1).float())
+        plain = attn.group_norm is not None or attn.spatial_norm is not None or attention_mask is not None
+        if self.reweight is None or plain:
+            return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+        probs = probs * _token_weights(self.reweight, probs.shape, probs.device).to(probs.dtype)
+        out = rearrange(probs @ rearrange(attn.to_v(ctx), "b l (h d) -> b h l d", h=attn.heads), "b h n d -> b n (h d)")
+        out = attn.to_out[1](attn.to_out[0](out))
+        if attn.residual_connection:
+            out = out + hidden_states
+        return out / attn.rescale_output_factor
+
+
+def _token_weights(reweight, shape, device) -> torch.Tensor:
+    """[B, 1, N, L] factors of the attention probabilities: `scale` at the rows' queries inside the mask
+    (resized to this layer's N = side^2 tokens; None: every query) and the given tokens, 1 elsewhere."""
+    rows, tokens, scale, mask = reweight
+    b, _, n, length = shape
+    side = int(round(math.sqrt(n)))
+    w = torch.ones(b, 1, n, length, device=device)
+    inside = torch.ones(rows.stop - rows.start, n, device=device)
+    if mask is not None:
+        inside = F.interpolate(mask.float().to(device), size=(side, side), mode="nearest").flatten(1)
+    col = torch.zeros(length, device=device)
+    col[[t for t in tokens if t < length]] = 1.0
+    w[rows, 0] = 1 + (scale - 1) * inside[:, :, None] * col
+    return w
+
+
+@contextlib.contextmanager
+def reweight_cross_attention(model: nn.Module, rows: slice, tokens: list[int], scale: float, mask=None):
+    """Prompt-to-Prompt's attention re-weighting: within the block, every cross-attention (attn2) of
+    `model` multiplies the attention probabilities of `tokens` by `scale` for the batch rows `rows` (the
+    frames of one video), at the queries inside mask [F,1,h,w] (None: all), without renormalising."""
+    procs = [
+        m.processor
+        for name, m in model.named_modules()
+        if name.endswith("attn2") and isinstance(getattr(m, "processor", None), PassThroughProcessor)
+    ]
+    for p in procs:
+        p.reweight = (rows, list(tokens), float(scale), mask)
+    try:
+        yield
+    finally:
+        for p in procs:
+            p.reweight = None
 
 
 @contextlib.contextmanager

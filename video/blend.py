@@ -255,6 +255,23 @@ def edit_uncond(cfg, blend, source: torch.Tensor, negative: torch.Tensor) -> tor
     return negative if isinstance(blend, AttentionBlend) and cfg.local.plain_guidance else source
 
 
+def edit_unconds(cfg, blend, source: torch.Tensor, negative: torch.Tensor):
+    """(uncond, early_uncond, early_steps) of an edit for `video.ddim.ddim_edit`: `edit_uncond`'s, except that
+    with local.plain_steps < 1 plain guidance covers only the first local.plain_steps of the steps and
+    negative-prompt inversion the rest."""
+    uncond = edit_uncond(cfg, blend, source, negative)
+    if uncond is negative and uncond is not edit_uncond(cfg, None, source, negative) and cfg.local.plain_steps < 1:
+        return source, negative, cfg.local.plain_steps
+    return uncond, None, 0.0
+
+
+def edit_reweight(cfg, blend) -> tuple[list[int], float] | None:
+    """(the edit prompt's differing tokens, local.reweight) for the region of the differing words, else None."""
+    if isinstance(blend, AttentionBlend) and cfg.local.reweight != 1 and blend.edit_tokens:
+        return blend.edit_tokens, cfg.local.reweight
+    return None
+
+
 def compose(
     source: torch.Tensor, decoded_source: torch.Tensor, decoded_edit: torch.Tensor, mask: torch.Tensor | None
 ) -> torch.Tensor:

@@ -95,6 +95,12 @@ class LocalEditConfig:
     # words); an edit equal to the source has an empty region and stays exact. Off by default: on the bench
     # it helped green -> purple and cost blue -> red (docs/video.md)
     plain_guidance: bool = False
+    # with plain_guidance: the fraction of the sampling steps (the first) that use it; negative-prompt
+    # inversion in the rest (1: all steps)
+    plain_steps: float = ranged(1.0, ge=0, le=1)
+    # Prompt-to-Prompt re-weighting: the edit's cross-attention probabilities of the edit prompt's differing
+    # words are multiplied by this inside the region of the differing words (1: off)
+    reweight: float = ranged(1.0, ge=0, le=100)
     snap: bool = True  # the pixel mask follows the source frames' edges (guided filter); false for shape edits
     # with snap: the region's parts whose source colours are nearer to the outside's than to the colours where
     # the noise difference peaks are dropped from the pixel mask (video.region.appearance_split)

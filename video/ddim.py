@@ -20,6 +20,7 @@ import torch
 from diffusers import DDIMInverseScheduler, DDIMScheduler
 
 from gen3d.diffusion.prior import cfg_combine
+from video.attention import reweight_cross_attention
 
 EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -87,6 +88,9 @@ def ddim_edit(
     trajectory: list | None = None,
     correct: bool = False,
     blend=None,
+    reweight: tuple[list[int], float] | None = None,
+    early_uncond: torch.Tensor | None = None,
+    early_steps: float = 0.0,
 ) -> torch.Tensor:
     """DDIM sampling of one edit from inverted latents [F,C,h,w] with a source branch.
 
@@ -102,18 +106,24 @@ def ddim_edit(
     latents minus the source branch's DDIM step) to the edit as well: an edit equal to the source caption
     then returns the source latents exactly. blend (`video.blend`): after every step the edit's latents
     outside blend.mask() are replaced by the source's (the trajectory, else the source branch).
-    Without source attention, trajectory and blend, this is plain CFG sampling (`ddim_sample`).
+    reweight (tokens, scale): the conditional edit's cross-attention probabilities of these tokens are
+    multiplied by scale inside blend.mask() (everywhere without a blend; `video.attention`, Prompt-to-Prompt's
+    re-weighting). early_uncond: CFG's unconditional embedding during the first round(early_steps * steps)
+    steps (uncond afterwards). Without source attention, trajectory and blend, this is plain CFG sampling
+    (`ddim_sample`).
     """
     sched = _scheduler(DDIMScheduler, prior, steps, latents.device)
     n = len(sched.timesteps)
     n_shared = round(source_attention * n)
     if trajectory is not None and len(trajectory) != n + 1:
         raise ValueError(f"the trajectory has {len(trajectory)} latents, {n + 1} needed for {n} steps")
-    branches = n_shared > 0 or trajectory is not None or blend is not None
     f = latents.shape[0]
     x_src = x = latents.float()
     plain = make_eps(prior, model, cond, uncond, guidance_scale)
     emb = torch.cat([source, cond, uncond]).repeat_interleave(f, dim=0)
+    n_early = round(early_steps * n) if early_uncond is not None else 0
+    early = torch.cat([source, cond, early_uncond]).repeat_interleave(f, dim=0) if n_early else emb
+    branches = n_shared > 0 or trajectory is not None or blend is not None or reweight is not None or n_early > 0
     for i, t in enumerate(sched.timesteps):
         if not branches:
             x = sched.step(plain(x, t), t, x).prev_sample
@@ -121,8 +131,15 @@ def ddim_edit(
         if trajectory is not None:
             x_src = trajectory[n - i].float()
         kw = {"cross_attention_kwargs": {"n_frames": f, "source_group": 2 if i < n_shared else 0}}
-        with blend.capture(model) if blend is not None else contextlib.nullcontext():
-            out = prior.unet_eps(torch.cat([x_src, x, x]), t.reshape(1).expand(3 * f), emb, unet=model, **kw)
+        with contextlib.ExitStack() as stack:
+            if blend is not None:
+                stack.enter_context(blend.capture(model))
+            if reweight is not None:
+                region = blend.mask() if blend is not None else None
+                unet = getattr(model, "unet", model)
+                stack.enter_context(reweight_cross_attention(unet, slice(f, 2 * f), *reweight, region))
+            e = early if i < n_early else emb
+            out = prior.unet_eps(torch.cat([x_src, x, x]), t.reshape(1).expand(3 * f), e, unet=model, **kw)
         e_src, e_c, e_u = out.float().chunk(3)
         src_next = sched.step(e_src, t, x_src).prev_sample  # DDIMScheduler.step keeps no state: two chains are fine
         x = sched.step(cfg_combine(e_u, e_c, guidance_scale), t, x).prev_sample

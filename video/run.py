@@ -29,7 +29,7 @@ from gen3d.utils.device import DTYPES, resolve_accelerator
 from gen3d.utils.distributed import global_rank
 from gen3d.utils.media import save_image, write_video
 from gen3d.utils.progress import record_stage_time
-from video.blend import compose, edit_guidance, edit_uncond, make_blend, pixel_mask, read_mask
+from video.blend import compose, edit_guidance, edit_reweight, edit_unconds, make_blend, pixel_mask, read_mask
 from video.config import CPU_DEFAULT_SIZE, VideoEditConfig
 from video.control import ControlledUNet, control_maps, parse_controls
 from video.controlnets import load_controlnets, resolve_controlnets
@@ -203,7 +203,7 @@ def run_video(cfg: VideoEditConfig, run_dir: Path, resume: Path | None = None, e
                 g = torch.Generator().manual_seed(cfg.seed + i)
                 x_t = torch.randn(latents.shape, generator=g).to(device)
             blend = make_blend(cfg, prior, model, latents, (prompts[0], prompts[1 + i]), (src_emb, e[None]), user_mask)
-            uncond = edit_uncond(cfg, blend, src_emb, neg_emb)
+            uncond, early_uncond, early_steps = edit_unconds(cfg, blend, src_emb, neg_emb)
             # no source attention, trajectory or blend: plain CFG sampling (ddim_edit then equals ddim_sample)
             out = ddim_edit(
                 prior,
@@ -218,6 +218,9 @@ def run_video(cfg: VideoEditConfig, run_dir: Path, resume: Path | None = None, e
                 trajectory,
                 trajectory is not None,
                 blend,
+                edit_reweight(cfg, blend),
+                early_uncond,
+                early_steps,
             )
             with torch.no_grad():
                 edited = prior.decode_latents(out.to(prior.dtype)).float().cpu()
