@@ -13,6 +13,7 @@ from video.blend import (
     AttentionBlend,
     FixedMask,
     _dilate,
+    common_words,
     compose,
     differing_tokens,
     edit_reweight,
@@ -255,6 +256,10 @@ def test_plain_steps_and_reweight_options():
     assert edit_unconds(early, user, src, neg) == (src, None, 0.0)
     assert edit_unconds(cfg("local.plain_guidance=true"), region, src, neg) == (neg, None, 0.0)
     assert edit_unconds(cfg(), region, src, neg) == (src, None, 0.0)
+    assert edit_unconds(cfg("local.common_guidance=true"), region, src, neg) == (neg, None, 0.0)
+    assert edit_unconds(cfg("local.common_guidance=true"), None, src, neg) == (src, None, 0.0)
+    assert common_words("a green cylinder", "a purple cylinder") == "a cylinder"
+    assert common_words("a red sphere", "a red sphere") == "a red sphere"
     assert edit_reweight(cfg(), region) is None and edit_reweight(cfg("local.reweight=3"), user) is None
     assert edit_reweight(cfg("local.reweight=3"), region) == ([2, 3], 3.0)
     with pytest.raises(UserError, match="local.plain_steps"):

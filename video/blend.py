@@ -54,6 +54,14 @@ def differing_tokens(tokenizer, source: str, edit: str) -> tuple[list[int], list
     return src, dst
 
 
+def common_words(source: str, edit: str) -> str:
+    """The source caption without the words that differ from the edit prompt ("a green cylinder", "a purple
+    cylinder" -> "a cylinder"; difflib on the words)."""
+    a, b = source.split(), edit.split()
+    blocks = difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_matching_blocks()
+    return " ".join(w for blk in blocks for w in a[blk.a : blk.a + blk.size])
+
+
 def _dilate(m: torch.Tensor, cells: int) -> torch.Tensor:
     return F.max_pool2d(m, 2 * cells + 1, stride=1, padding=cells) if cells > 0 else m
 
@@ -248,11 +256,14 @@ def edit_uncond(cfg, blend, source: torch.Tensor, negative: torch.Tensor) -> tor
     the negative prompt's. Negative-prompt inversion keeps an edit equal to the source exact under CFG;
     with such a region it is not needed for that (no word differs: the region is empty), and guidance away
     from the source's words can overshoot to their opposite (green -> purple turned pale pink). A user's
-    mask keeps negative-prompt inversion (an edit equal to the source stays exact in it)."""
+    mask keeps negative-prompt inversion (an edit equal to the source stays exact in it). With
+    local.common_guidance the caller passes the source caption without its differing words as `negative`
+    (`common_words`)."""
     s = cfg.sampling
     if not (s.invert and s.negative_prompt_inversion):
         return negative
-    return negative if isinstance(blend, AttentionBlend) and cfg.local.plain_guidance else source
+    plain = cfg.local.plain_guidance or cfg.local.common_guidance
+    return negative if isinstance(blend, AttentionBlend) and plain else source
 
 
 def edit_unconds(cfg, blend, source: torch.Tensor, negative: torch.Tensor):

@@ -95,7 +95,11 @@ class LocalEditConfig:
     # words); an edit equal to the source has an empty region and stays exact. Off by default: on the bench
     # it helped green -> purple and cost blue -> red (docs/video.md)
     plain_guidance: bool = False
-    # with plain_guidance: the fraction of the sampling steps (the first) that use it; negative-prompt
+    # true: as plain_guidance, but CFG's unconditional prompt is the source caption without the words that differ
+    # from the edit ("a green cylinder" -> "a purple cylinder": "a cylinder"): guidance towards the edit's words,
+    # neither away from the source's nor from an empty prompt
+    common_guidance: bool = False
+    # with plain_guidance / common_guidance: the fraction of the sampling steps (the first) that use it; negative-prompt
     # inversion in the rest (1: all steps)
     plain_steps: float = ranged(1.0, ge=0, le=1)
     # Prompt-to-Prompt re-weighting: the edit's cross-attention probabilities of the edit prompt's differing

@@ -29,7 +29,17 @@ from gen3d.utils.device import DTYPES, resolve_accelerator
 from gen3d.utils.distributed import global_rank
 from gen3d.utils.media import save_image, write_video
 from gen3d.utils.progress import record_stage_time
-from video.blend import compose, edit_guidance, edit_reweight, edit_unconds, make_blend, pixel_mask, read_mask
+from video.blend import (
+    AttentionBlend,
+    common_words,
+    compose,
+    edit_guidance,
+    edit_reweight,
+    edit_unconds,
+    make_blend,
+    pixel_mask,
+    read_mask,
+)
 from video.config import CPU_DEFAULT_SIZE, VideoEditConfig
 from video.control import ControlledUNet, control_maps, parse_controls
 from video.controlnets import load_controlnets, resolve_controlnets
@@ -203,7 +213,10 @@ def run_video(cfg: VideoEditConfig, run_dir: Path, resume: Path | None = None, e
                 g = torch.Generator().manual_seed(cfg.seed + i)
                 x_t = torch.randn(latents.shape, generator=g).to(device)
             blend = make_blend(cfg, prior, model, latents, (prompts[0], prompts[1 + i]), (src_emb, e[None]), user_mask)
-            uncond, early_uncond, early_steps = edit_unconds(cfg, blend, src_emb, neg_emb)
+            away = neg_emb
+            if cfg.local.common_guidance and isinstance(blend, AttentionBlend):
+                away = cached_text_embeddings(prior, [common_words(prompts[0], prompts[1 + i])], cfg.cache_dir)
+            uncond, early_uncond, early_steps = edit_unconds(cfg, blend, src_emb, away.to(neg_emb))
             # no source attention, trajectory or blend: plain CFG sampling (ddim_edit then equals ddim_sample)
             out = ddim_edit(
                 prior,
