@@ -99,6 +99,9 @@ class LocalEditConfig:
     # from the edit ("a green cylinder" -> "a purple cylinder": "a cylinder"): guidance towards the edit's words,
     # neither away from the source's nor from an empty prompt
     common_guidance: bool = False
+    # with common_guidance: CFG's unconditional embedding is (1 - mix) * that caption's + mix * the source
+    # caption's (1: negative-prompt inversion again)
+    common_mix: float = ranged(0.0, ge=0, le=1)
     # with plain_guidance / common_guidance: the fraction of the sampling steps (the first) that use it; negative-prompt
     # inversion in the rest (1: all steps)
     plain_steps: float = ranged(1.0, ge=0, le=1)

@@ -216,6 +216,7 @@ def run_video(cfg: VideoEditConfig, run_dir: Path, resume: Path | None = None, e
             away = neg_emb
             if cfg.local.common_guidance and isinstance(blend, AttentionBlend):
                 away = cached_text_embeddings(prior, [common_words(prompts[0], prompts[1 + i])], cfg.cache_dir)
+                away = torch.lerp(away.to(src_emb), src_emb, cfg.local.common_mix)
             uncond, early_uncond, early_steps = edit_unconds(cfg, blend, src_emb, away.to(neg_emb))
             # no source attention, trajectory or blend: plain CFG sampling (ddim_edit then equals ddim_sample)
             out = ddim_edit(
