@@ -19,6 +19,7 @@ from video.blend import (
     edit_reweight,
     edit_uncond,
     edit_unconds,
+    guidance_away,
     make_blend,
     pixel_mask,
 )
@@ -259,6 +260,11 @@ def test_plain_steps_and_reweight_options():
     assert edit_unconds(cfg("local.common_guidance=true"), region, src, neg) == (neg, None, 0.0)
     assert edit_unconds(cfg("local.common_guidance=true"), None, src, neg) == (src, None, 0.0)
     assert common_words("a green cylinder", "a purple cylinder") == "a cylinder"
+    common = lambda: torch.full((1, 2, 3), 2.0)  # noqa: E731
+    assert guidance_away(cfg(), region, neg, src, common) is neg
+    assert guidance_away(cfg("local.common_guidance=true"), user, neg, src, common) is neg
+    half = cfg("local.common_guidance=true", "local.common_mix=0.25")
+    assert torch.allclose(guidance_away(half, region, neg, src, common), torch.full((1, 2, 3), 1.5))
     assert common_words("a red sphere", "a red sphere") == "a red sphere"
     assert edit_reweight(cfg(), region) is None and edit_reweight(cfg("local.reweight=3"), user) is None
     assert edit_reweight(cfg("local.reweight=3"), region) == ([2, 3], 3.0)

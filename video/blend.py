@@ -276,6 +276,15 @@ def edit_unconds(cfg, blend, source: torch.Tensor, negative: torch.Tensor):
     return uncond, None, 0.0
 
 
+def guidance_away(cfg, blend, negative: torch.Tensor, source: torch.Tensor, common) -> torch.Tensor:
+    """What plain guidance guides away from ([1,L,D]): the negative prompt; with local.common_guidance and the
+    region of the differing words, (1 - local.common_mix) * common() + local.common_mix * source, common() being
+    the embedding of the source caption without its differing words (`common_words`)."""
+    if not (cfg.local.common_guidance and isinstance(blend, AttentionBlend)):
+        return negative
+    return torch.lerp(common().to(source), source, cfg.local.common_mix)
+
+
 def edit_reweight(cfg, blend) -> tuple[list[int], float] | None:
     """(the edit prompt's differing tokens, local.reweight) for the region of the differing words, else None."""
     if isinstance(blend, AttentionBlend) and cfg.local.reweight != 1 and blend.edit_tokens:

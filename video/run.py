@@ -15,6 +15,7 @@ import json
 import logging
 import re
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -30,12 +31,12 @@ from gen3d.utils.distributed import global_rank
 from gen3d.utils.media import save_image, write_video
 from gen3d.utils.progress import record_stage_time
 from video.blend import (
-    AttentionBlend,
     common_words,
     compose,
     edit_guidance,
     edit_reweight,
     edit_unconds,
+    guidance_away,
     make_blend,
     pixel_mask,
     read_mask,
@@ -213,11 +214,9 @@ def run_video(cfg: VideoEditConfig, run_dir: Path, resume: Path | None = None, e
                 g = torch.Generator().manual_seed(cfg.seed + i)
                 x_t = torch.randn(latents.shape, generator=g).to(device)
             blend = make_blend(cfg, prior, model, latents, (prompts[0], prompts[1 + i]), (src_emb, e[None]), user_mask)
-            away = neg_emb
-            if cfg.local.common_guidance and isinstance(blend, AttentionBlend):
-                away = cached_text_embeddings(prior, [common_words(prompts[0], prompts[1 + i])], cfg.cache_dir)
-                away = torch.lerp(away.to(src_emb), src_emb, cfg.local.common_mix)
-            uncond, early_uncond, early_steps = edit_unconds(cfg, blend, src_emb, away.to(neg_emb))
+            common = partial(cached_text_embeddings, prior, [common_words(prompts[0], prompts[1 + i])], cfg.cache_dir)
+            away = guidance_away(cfg, blend, neg_emb, src_emb, common)
+            uncond, early_uncond, early_steps = edit_unconds(cfg, blend, src_emb, away)
             # no source attention, trajectory or blend: plain CFG sampling (ddim_edit then equals ddim_sample)
             out = ddim_edit(
                 prior,
