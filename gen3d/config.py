@@ -275,23 +275,23 @@ def _lift_step_schedules(layer: Any, schema_cls: type, prefix: str, path: str, f
     if not isinstance(layer, dict) or not dataclasses.is_dataclass(schema_cls):
         return layer
     names = {f.name for f in dataclasses.fields(schema_cls)}
+    schedules, stepped = getattr(schema_cls, "SCHEDULES", ()), getattr(schema_cls, "STEPPED", ())
     out = {}
     for key, value in layer.items():
         full, hint = path + str(key), _hints(schema_cls).get(key) if key in names else None
         if dataclasses.is_dataclass(hint):
             out[key] = _lift_step_schedules(value, hint, prefix, full + ".", found, whole)
             continue
-        if key in getattr(schema_cls, "SCHEDULES", ()) and isinstance(value, (dict, list)):
+        if key in schedules and isinstance(value, (dict, list)):
             whole.append(full)
-        if hint is None or hint is Any or key in getattr(schema_cls, "SCHEDULES", ()) or not is_step_schedule(value):
+        if hint is None or hint is Any or key in schedules or not is_step_schedule(value):
             found.pop(full, None)
             out[key] = value
             continue
         check_step_schedule(value, prefix + full)
-        stepped = getattr(schema_cls, "STEPPED", ())
         if key not in stepped:
             section = f"'{(prefix + path).rstrip('.')}'" if prefix or path else "the top level"
-            can = ", ".join(sorted(stepped + getattr(schema_cls, "SCHEDULES", ()))) or "none"
+            can = ", ".join(sorted(stepped + schedules)) or "none"
             raise UserError(
                 f"config key '{prefix}{full}' cannot follow a schedule: it is read once, when the stage's "
                 f"parts are built (keys of {section} that can: {can})"
@@ -301,13 +301,17 @@ def _lift_step_schedules(layer: Any, schema_cls: type, prefix: str, path: str, f
     return out
 
 
+def _owner(cfg: Any, key: str) -> tuple[Any, str]:
+    """The (section dataclass, field name) a dotted key of a built config names."""
+    *parents, leaf = key.split(".")
+    return functools.reduce(getattr, parents, cfg), leaf
+
+
 def _place_step_schedules(cfg: Any, found: dict, prefix: str) -> None:
-    """Check every value of each lifted schedule as its field (type, range, finite) and put the schedule,
-    with the converted values, back into the built config."""
+    """Put each lifted schedule back into the built config with its values converted to the field's type
+    (OmegaConf's check), then check them as the field (`check_ranges`: its range, finite)."""
     for key, spec in found.items():
-        *parents, leaf = key.split(".")
-        owner = functools.reduce(getattr, parents, cfg)
-        rule = next(f for f in dataclasses.fields(owner) if f.name == leaf).metadata.get("range")
+        owner, leaf = _owner(cfg, key)
         probe, values = OmegaConf.structured(type(owner)), []
         for v in spec["values"]:
             try:
@@ -317,13 +321,10 @@ def _place_step_schedules(cfg: Any, found: dict, prefix: str) -> None:
                     f"config key '{prefix}{key}': schedule value {v!r}: {str(err).splitlines()[0]}"
                 ) from None
             v = _plain(probe[leaf])
-            if isinstance(v, float) and not math.isfinite(v):
-                raise UserError(f"config key '{prefix}{key}' must be a finite number (got {v})")
-            for x in v if isinstance(v, (list, tuple)) else [v]:
-                if rule is not None and x is not None and not rule.accepts(x):
-                    raise UserError(f"config key '{prefix}{key}' must be {rule.describe()} (got {x!r})")
             values.append(tuple(v) if isinstance(getattr(owner, leaf), tuple) else v)
         setattr(owner, leaf, {"milestones": list(spec["milestones"]), "values": values})
+    if found:
+        check_ranges(cfg, prefix)
 
 
 def step_schedules(cfg: Any, prefix: str = "") -> dict[str, dict]:
@@ -345,8 +346,7 @@ def apply_step(cfg: Any, schedules: dict[str, dict], step: int) -> dict[str, Any
     keys whose value changed, with their new values. The parts read these fields when they use them."""
     changed = {}
     for key, spec in schedules.items():
-        *parents, leaf = key.split(".")
-        owner = functools.reduce(getattr, parents, cfg)
+        owner, leaf = _owner(cfg, key)
         value = schedule_value(spec, step)
         if getattr(owner, leaf) != value:
             setattr(owner, leaf, value)

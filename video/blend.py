@@ -262,18 +262,24 @@ def edit_uncond(cfg, blend, source: torch.Tensor, negative: torch.Tensor) -> tor
     s = cfg.sampling
     if not (s.invert and s.negative_prompt_inversion):
         return negative
-    plain = cfg.local.plain_guidance or cfg.local.common_guidance
-    return negative if isinstance(blend, AttentionBlend) and plain else source
+    return negative if _plain_instead_of_npi(cfg, blend) else source
+
+
+def _plain_instead_of_npi(cfg, blend) -> bool:
+    """Negative-prompt inversion is on and local.plain_guidance / common_guidance replace it for this edit
+    (the region of the differing words)."""
+    s, local = cfg.sampling, cfg.local
+    plain = local.plain_guidance or local.common_guidance
+    return s.invert and s.negative_prompt_inversion and isinstance(blend, AttentionBlend) and plain
 
 
 def edit_unconds(cfg, blend, source: torch.Tensor, negative: torch.Tensor):
     """(uncond, early_uncond, early_steps) of an edit for `video.ddim.ddim_edit`: `edit_uncond`'s, except that
     with local.plain_steps < 1 plain guidance covers only the first local.plain_steps of the steps and
     negative-prompt inversion the rest."""
-    uncond = edit_uncond(cfg, blend, source, negative)
-    if uncond is negative and uncond is not edit_uncond(cfg, None, source, negative) and cfg.local.plain_steps < 1:
+    if _plain_instead_of_npi(cfg, blend) and cfg.local.plain_steps < 1:
         return source, negative, cfg.local.plain_steps
-    return uncond, None, 0.0
+    return edit_uncond(cfg, blend, source, negative), None, 0.0
 
 
 def guidance_away(cfg, blend, negative: torch.Tensor, source: torch.Tensor, common) -> torch.Tensor:

@@ -16,11 +16,12 @@ from scipy.spatial import cKDTree
 _MIN_COS = 0.5  # neighbours whose normal is more than 60 degrees away are left out
 
 
-def texel_spacing(points: np.ndarray) -> float:
-    """Median distance from a texel's surface point to its nearest other one (the texel size on the surface)."""
+def texel_spacing(points: np.ndarray, tree: cKDTree | None = None) -> float:
+    """Median distance from a texel's surface point to its nearest other one (the texel size on the surface);
+    tree: a cKDTree of the points already built."""
     if len(points) < 2:
         return 0.0
-    dist, _ = cKDTree(points).query(points, k=2)
+    dist, _ = (tree or cKDTree(points)).query(points, k=2)
     return float(np.median(dist[:, 1]))
 
 
@@ -38,9 +39,9 @@ def surface_median(
     colours = np.asarray(colours, dtype=np.float32)
     if radius <= 0 or len(points) < 2:
         return colours
-    spacing = texel_spacing(points)
-    k = int(np.ceil(np.pi * (radius + 0.5) ** 2)) + 1  # about the texels of a disc of that radius
     tree = cKDTree(points)
+    spacing = texel_spacing(points, tree)
+    k = int(np.ceil(np.pi * (radius + 0.5) ** 2)) + 1  # about the texels of a disc of that radius
     out = np.empty_like(colours)
     padded = np.concatenate([colours, np.full((1, 3), np.nan, dtype=np.float32)])
     unit = np.concatenate([normals, np.zeros((1, 3))]).astype(np.float32)
