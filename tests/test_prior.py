@@ -205,3 +205,14 @@ def test_shipped_classifier_accuracy():
     model = load_classifier(SHIPPED_CLASSIFIER)
     assert sum(p.numel() for p in model.parameters()) * 4 < 2 * 2**20
     assert classifier_accuracy(model, n_images=200, seed=4321) >= 0.9
+
+
+def test_stage_checkpoints_are_atomic(tmp_path):
+    from types import SimpleNamespace
+
+    from gen3d.prior.fitting import stage_trainer
+    from gen3d.reliability.checkpoint_io import AtomicCheckpointIO
+
+    cfg = SimpleNamespace(ckpt_every_minutes=1.0, progress_bar=False)
+    trainer = stage_trainer(cfg, tmp_path / "vae", max_steps=1, max_minutes=1.0)
+    assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)  # temp file + rename, weights-only reads

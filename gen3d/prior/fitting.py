@@ -16,6 +16,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
+from gen3d.reliability.checkpoint_io import AtomicCheckpointIO
 from gen3d.utils.console import quiet_libraries
 
 
@@ -36,7 +37,8 @@ def last_ckpt(stage_dir: Path, resume: bool) -> str | None:
 
 
 def stage_trainer(cfg, stage_dir: Path, max_steps: int, max_minutes: float, callbacks=()) -> L.Trainer:
-    """A CPU Lightning Trainer with time-based checkpoints and a CSV log under stage_dir/logs."""
+    """A CPU Lightning Trainer with time-based checkpoints (written atomically: a temporary file, then a rename,
+    so an interrupted write never leaves a torn last.ckpt) and a CSV log under stage_dir/logs."""
     ckpt = ModelCheckpoint(
         dirpath=ckpt_dir(stage_dir),
         save_last=True,
@@ -50,6 +52,7 @@ def stage_trainer(cfg, stage_dir: Path, max_steps: int, max_minutes: float, call
         max_steps=max_steps,
         max_time={"minutes": max_minutes},
         callbacks=[ckpt, *callbacks],
+        plugins=[AtomicCheckpointIO()],
         logger=CSVLogger(str(stage_dir), name="logs", version=0),
         log_every_n_steps=25,
         enable_progress_bar=cfg.progress_bar,
