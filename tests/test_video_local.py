@@ -16,6 +16,7 @@ from video.blend import (
     common_words,
     compose,
     differing_tokens,
+    edit_renoise,
     edit_reweight,
     edit_uncond,
     edit_unconds,
@@ -74,15 +75,21 @@ def test_differing_tokens():
     assert differing_tokens(tok, "a red sphere", "a blue cube") == ([2, 3], [2, 3])
 
 
-def test_edit_equal_to_source_is_exact_with_cfg(tiny_pipeline):
-    """Exact inversion + negative-prompt inversion: the source caption at guidance 7.5 returns the clean
-    latents; without the stored trajectory (plain DDIM, null prompt) it does not."""
+def _inverted(tiny_pipeline, steps):
+    """(prior, clean latents, source embedding, trajectory, inverted latents): the tiny prior inflated for
+    Tune-A-Video, a 3-frame gradient clip, 'a blue sphere' and its DDIM inversion over `steps` steps."""
     p = load_prior(str(tiny_pipeline))
     inflate(p.unet, "sparse_causal", "tuneavideo")
     x0 = encode_frames(p, moving_shape_and_mask(3, 64, background="gradient")[0])
-    src, neg = p.encode_text(["a blue sphere"]), p.encode_text([""])
-    traj = []
-    x_t = ddim_invert(make_eps(p, p.unet, src), x0, p, 4, traj)
+    src, traj = p.encode_text(["a blue sphere"]), []
+    return p, x0, src, traj, ddim_invert(make_eps(p, p.unet, src), x0, p, steps, traj)
+
+
+def test_edit_equal_to_source_is_exact_with_cfg(tiny_pipeline):
+    """Exact inversion + negative-prompt inversion: the source caption at guidance 7.5 returns the clean
+    latents; without the stored trajectory (plain DDIM, null prompt) it does not."""
+    p, x0, src, traj, x_t = _inverted(tiny_pipeline, 4)
+    neg = p.encode_text([""])
     assert len(traj) == 5 and torch.equal(traj[0], x0.float()) and torch.equal(traj[-1], x_t)
     exact = ddim_edit(p, p.unet, x_t, src, src, src, 7.5, 4, 1.0, traj, True)
     assert torch.allclose(exact, x0, atol=1e-4)
@@ -337,3 +344,34 @@ def test_mask_input_errors(tiny_pipeline, clip, tmp_path, capsys):
         run_video(_cfg(tiny_pipeline, video, tmp_path, ["a blue cube"], f"mask={path}"), run_dir)
         used = read_video(run_dir / "mask-0.mp4", 3, size=64).frames[:, 0] > 0.5
         assert _iou(used, gt[:3]) > 0.9  # the given region, as given
+
+
+def test_renoise_starts_the_region_from_fresh_noise(tiny_pipeline):
+    """local.renoise: inside the region the edit starts from fresh noise (the result changes there and only
+    there, deterministically per seed); an edit equal to the source has an empty region and stays exact; a
+    user's mask keeps the inverted latents; out of range is an error."""
+    p, x0, src, traj, x_t = _inverted(tiny_pipeline, 3)
+    edit = p.encode_text(["a red sphere"])
+    difference = torch.zeros(3, 1, 16, 16)
+    difference[..., 4:9, 4:9] = 1.0
+    region = AttentionBlend([2], [2], 3, 16, dilate=1, difference=difference)
+
+    def sample(blend, cond, r, seed=0):
+        return ddim_edit(p, p.unet, x_t, src, cond, src, 7.5, 3, 0.0, traj, True, blend, renoise=r, renoise_seed=seed)
+
+    kept, fresh = sample(region, edit, 0.0), sample(region, edit, 1.0)
+    inside = region.mask().expand_as(kept) > 0.5
+    assert float((fresh - kept)[inside].abs().max()) > 1e-2 and torch.equal(fresh[~inside], kept[~inside])
+    assert torch.equal(sample(region, edit, 1.0), fresh) and not torch.equal(sample(region, edit, 1.0, 1), fresh)
+    cfg = build_with_profile(VideoEditConfig, read_yaml(resolve_config_path("tuneavideo")), {"model": "builtin"}, [])
+    empty = make_blend(cfg, p, p.unet, x0, ("a blue sphere", "a blue sphere"), (src, src))
+    assert torch.allclose(sample(empty, src, 1.0), x0, atol=1e-4)
+    on = build_with_profile(
+        VideoEditConfig, read_yaml(resolve_config_path("tuneavideo")), {"model": "builtin"}, ["local.renoise=0.6"]
+    )
+    assert edit_renoise(on, region) == 0.6 and edit_renoise(cfg, region) == 0.0
+    assert edit_renoise(on, FixedMask(torch.ones(3, 1, 64, 64), 16)) == 0.0 and edit_renoise(on, None) == 0.0
+    with pytest.raises(UserError, match="config key 'local.renoise' must be"):
+        build_with_profile(
+            VideoEditConfig, read_yaml(resolve_config_path("tuneavideo")), {"model": "builtin"}, ["local.renoise=1.5"]
+        )

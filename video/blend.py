@@ -298,6 +298,13 @@ def edit_reweight(cfg, blend) -> tuple[list[int], float] | None:
     return None
 
 
+def edit_renoise(cfg, blend) -> float:
+    """local.renoise for the region of the differing words (an edit equal to the source has an empty region
+    and stays exact), else 0 (a user's mask keeps the inverted latents: an edit equal to the source stays exact
+    in it)."""
+    return cfg.local.renoise if isinstance(blend, AttentionBlend) else 0.0
+
+
 def compose(
     source: torch.Tensor, decoded_source: torch.Tensor, decoded_edit: torch.Tensor, mask: torch.Tensor | None
 ) -> torch.Tensor:

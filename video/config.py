@@ -108,6 +108,10 @@ class LocalEditConfig:
     # Prompt-to-Prompt re-weighting: the edit's cross-attention probabilities of the edit prompt's differing
     # words are multiplied by this inside the region of the differing words (1: off)
     reweight: float = ranged(1.0, ge=0, le=100)
+    # inside the region of the differing words as it is before the first step (the noise difference, dilated),
+    # the edit starts from sqrt(1 - r) * the inverted latents + sqrt(r) * fresh seeded noise (Blended Latent
+    # Diffusion): the inverted noise holds the source's colour there (0: off)
+    renoise: float = ranged(0.0, ge=0, le=1)
     snap: bool = True  # the pixel mask follows the source frames' edges (guided filter); false for shape edits
     # with snap: the region's parts whose source colours are nearer to the outside's than to the colours where
     # the noise difference peaks are dropped from the pixel mask (video.region.appearance_split)

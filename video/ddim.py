@@ -14,6 +14,7 @@ weights the edit reuses during the first steps (`video.attention`, source attent
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable
 
 import torch
@@ -91,6 +92,8 @@ def ddim_edit(
     reweight: tuple[list[int], float] | None = None,
     early_uncond: torch.Tensor | None = None,
     early_steps: float = 0.0,
+    renoise: float = 0.0,
+    renoise_seed: int = 0,
 ) -> torch.Tensor:
     """DDIM sampling of one edit from inverted latents [F,C,h,w] with a source branch.
 
@@ -109,8 +112,10 @@ def ddim_edit(
     reweight (tokens, scale): the conditional edit's cross-attention probabilities of these tokens are
     multiplied by scale inside blend.mask() (everywhere without a blend; `video.attention`, Prompt-to-Prompt's
     re-weighting). early_uncond: CFG's unconditional embedding during the first round(early_steps * steps)
-    steps (uncond afterwards). Without source attention, trajectory and blend, this is plain CFG sampling
-    (`ddim_sample`).
+    steps (uncond afterwards). renoise r (with a blend): inside blend.mask() as it is before the first step
+    the edit starts from sqrt(1 - r) * latents + sqrt(r) * fresh noise (seeded by renoise_seed; Blended Latent
+    Diffusion's start), and the inversion's per-step error is not added there (it belongs to the inverted
+    latents). Without source attention, trajectory and blend, this is plain CFG sampling (`ddim_sample`).
     """
     sched = _scheduler(DDIMScheduler, prior, steps, latents.device)
     n = len(sched.timesteps)
@@ -119,6 +124,11 @@ def ddim_edit(
         raise ValueError(f"the trajectory has {len(trajectory)} latents, {n + 1} needed for {n} steps")
     f = latents.shape[0]
     x_src = x = latents.float()
+    fresh = torch.zeros_like(x[:, :1])  # where the edit starts from fresh noise
+    if renoise > 0 and blend is not None:
+        fresh = blend.mask().to(x)
+        noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(renoise_seed)).to(x)
+        x = x + fresh * (math.sqrt(1 - renoise) * x + math.sqrt(renoise) * noise - x)
     plain = make_eps(prior, model, cond, uncond, guidance_scale)
     emb = torch.cat([source, cond, uncond]).repeat_interleave(f, dim=0)
     n_early = round(early_steps * n) if early_uncond is not None else 0
@@ -147,7 +157,7 @@ def ddim_edit(
         if trajectory is not None:
             reference = trajectory[n - i - 1].float()
             if correct:
-                x = x + (reference - src_next)
+                x = x + (1 - fresh) * (reference - src_next)
         if blend is not None:
             m = blend.mask().to(x)
             x = m * x + (1 - m) * reference

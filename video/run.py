@@ -34,6 +34,7 @@ from video.blend import (
     common_words,
     compose,
     edit_guidance,
+    edit_renoise,
     edit_reweight,
     edit_unconds,
     guidance_away,
@@ -234,6 +235,8 @@ def run_video(cfg: VideoEditConfig, run_dir: Path, resume: Path | None = None, e
                 edit_reweight(cfg, blend),
                 early_uncond,
                 early_steps,
+                edit_renoise(cfg, blend),
+                cfg.seed + i,
             )
             with torch.no_grad():
                 edited = prior.decode_latents(out.to(prior.dtype)).float().cpu()
