@@ -31,8 +31,12 @@ class ExportConfig:
     min_component_fraction: float = ranged(1.0, ge=0, le=1)
     """Keep connected components with surface area >= this fraction of the largest's (1 = the largest only)."""
     close_radius: int = ranged(2, ge=0)
-    """Occupancy clean-up before marching cubes: tunnels narrower than about 2x this many voxels are
-    closed (morphological closing), cavities filled, only the largest region kept; 0 = off."""
+    """Occupancy clean-up before marching cubes: dents and tunnels narrower than about 2x this many voxels
+    are closed (the pieces of morphological closings that do not raise the genus, ``grid_clean``),
+    cavities filled, only the largest region kept; 0 = off."""
+    plug_radius: int = ranged(3, ge=0)
+    """Occupancy clean-up: tunnels narrower than about 2x this many voxels are plugged where that lowers
+    the genus (nothing else changes beyond ``close_radius``); 0 = off."""
     smooth_sigma: float = ranged(1.0, ge=0)
     """Gaussian smoothing (voxels) of the cleaned signed field before marching cubes; 0 = off."""
     smooth_iterations: int = ranged(10, ge=0)

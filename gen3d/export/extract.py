@@ -153,17 +153,19 @@ def extract_mesh(
     device: Device = None,
     close_radius: int = 2,
     smooth_sigma: float = 1.0,
+    plug_radius: int = 0,
 ) -> tuple[trimesh.Trimesh, float]:
     """Field -> cleaned isosurface mesh; returns ``(mesh, level_used)``.
 
-    With ``close_radius`` or ``smooth_sigma`` > 0 the occupancy is cleaned first
-    (``grid_clean.signed_field``: largest region, cavities filled, narrow tunnels closed, smoothed);
-    with both 0 the isosurface of the raw grid is taken.
+    With ``close_radius``, ``smooth_sigma`` or ``plug_radius`` > 0 the occupancy is cleaned first
+    (``grid_clean.signed_field``: smoothed, largest region, cavities filled, narrow dents and tunnels
+    closed without raising the genus); with all 0 the isosurface of the raw grid is taken.
     """
     density = sample_density_grid(density_fn, resolution, radius, chunk_size, device)
     level = resolve_threshold(density, threshold)
-    if close_radius > 0 or smooth_sigma > 0:
-        mesh = marching_cubes(signed_field(density, level, close_radius, smooth_sigma), 0.0, radius)
+    if close_radius > 0 or smooth_sigma > 0 or plug_radius > 0:
+        field = signed_field(density, level, close_radius, smooth_sigma, plug_radius)
+        mesh = marching_cubes(field, 0.0, radius)
     else:
         mesh = marching_cubes(density, level, radius)
     mesh = remove_floaters(mesh, min_component_fraction)

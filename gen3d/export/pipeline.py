@@ -143,6 +143,7 @@ def export_mesh(
         device,
         cfg.close_radius,
         cfg.smooth_sigma,
+        cfg.plug_radius,
     )
     out = export_trimesh(mesh, albedo_fn, out_dir, cfg, name=name, device=device, density_fn=density_fn)
     out["threshold"] = level

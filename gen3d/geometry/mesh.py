@@ -47,6 +47,12 @@ class MeshGeometryConfig:
     threshold: Union[float, str] = "auto"
     min_component_fraction: float = ranged(0.05, ge=0, le=1)
     chunk_size: int = ranged(65536, ge=1)
+    # occupancy clean-up before marching cubes, as the exporter's (export.close_radius / plug_radius /
+    # smooth_sigma): dents and tunnels up to 2x close_radius voxels closed, tunnels up to 2x plug_radius
+    # plugged, never raising the genus; the signed field smoothed over smooth_sigma voxels; 0 = off
+    close_radius: int = ranged(2, ge=0)
+    plug_radius: int = ranged(3, ge=0)
+    smooth_sigma: float = ranged(1.0, ge=0)
     # Taubin smoothing passes on the extracted surface (volume-preserving; removes the marching-cubes
     # bumps of a noisy NeRF density before the mesh stage refines it); 0 = off
     smooth_iterations: int = ranged(50, ge=0)
@@ -106,6 +112,9 @@ class MeshGeometry(nn.Module):
             cfg.chunk_size,
             cfg.min_component_fraction,
             device,
+            cfg.close_radius,
+            cfg.smooth_sigma,
+            cfg.plug_radius,
         )
         if cfg.smooth_iterations > 0:
             import trimesh

@@ -72,6 +72,7 @@ class SDFRepresentation(VolumeRepresentation):
             None,
             e.close_radius,
             e.smooth_sigma,
+            e.plug_radius,
         )
         stats = export_trimesh(
             mesh, albedo_fn, out_dir, e, density_fn=lambda p: geo.density(p.to(device)).float().cpu()
