@@ -38,7 +38,7 @@ class ExportConfig:
     """Occupancy clean-up: tunnels narrower than about 2x this many voxels are plugged where that lowers
     the genus (nothing else changes beyond ``close_radius``); 0 = off."""
     smooth_sigma: float = ranged(1.0, ge=0)
-    """Gaussian smoothing (voxels) of the cleaned signed field before marching cubes; 0 = off."""
+    """Gaussian smoothing (voxels) of the signed field before the clean-up and marching cubes; 0 = off."""
     smooth_iterations: int = ranged(10, ge=0)
     """Taubin smoothing passes on the extracted surface; 0 = off."""
     target_faces: int = ranged(6000, ge=0)

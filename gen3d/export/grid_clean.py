@@ -4,10 +4,10 @@ A NeRF density is noisy: floaters, inner cavities, and small tunnels through the
 handle of the isosurface, raising its genus). On the occupancy ``density > level`` (of the smoothed
 field) this keeps the largest 6-connected region, fills its cavities, closes dents and tunnels narrower
 than about ``2 * close_radius`` voxels and plugs tunnels narrower than about ``2 * plug_radius``
-(``remove_small_handles``: the pieces of morphological closings, each kept only where it does not raise
-the genus; beyond ``close_radius`` only where it lowers it; a torus' hole, wider, stays). The result is a signed field for
-marching cubes at level 0 whose sign is exactly the cleaned occupancy, so the surface has its
-topology: the clipped log-density difference, smoothed with a Gaussian of ``smooth_sigma`` voxels,
+(``remove_small_handles``: the pieces of morphological closings, each kept only where it does not
+raise the genus; beyond ``close_radius`` only where it lowers it; a torus' hole, wider, stays). The
+result is a signed field for marching cubes at level 0 whose sign is exactly the cleaned occupancy, so
+the surface has its topology: the clipped log-density difference, smoothed with a Gaussian of ``smooth_sigma`` voxels,
 and a small value of the right sign where the cleaning changed the side of a sample.
 """
 
