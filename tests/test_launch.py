@@ -105,6 +105,11 @@ def test_dreamfusion_end_to_end(tiny_pipeline, tmp_path, capsys):
             ["--config", "dreamfusion.yaml", "--prompt", "a red cube", "--model", "someone/uncached-model"],
             "not in the Hugging Face cache",
         ),
+        (
+            ["--config", "magic3d.yaml", "--prompt", "a red cube", "mesh.albedo_smooth_points=-5"],
+            "mesh.albedo_smooth_points",
+        ),
+        (["--config", "magic3d.yaml", "--prompt", "a red cube", "loss.albedo_smooth=-1"], "loss.albedo_smooth"),
         (["--config", "dreamfusion.yaml", "--prompt", "  "], "prompt is empty"),
         (["--config", "dreamfusion.yaml", "--prompt", "a red cube", "--resume", "/no/such/run"], "does not exist"),
     ],

@@ -56,6 +56,11 @@ class MeshGeometryConfig:
     # Taubin smoothing passes on the extracted surface (volume-preserving; removes the marching-cubes
     # bumps of a noisy NeRF density before the mesh stage refines it); 0 = off
     smooth_iterations: int = ranged(50, ge=0)
+    # texture smoothness term (weight `loss.albedo_smooth`): |albedo(x) - albedo(x + t)| at this many
+    # area-uniform surface points a step, t a random tangent of length albedo_smooth_jitter (world units);
+    # 0 points = off
+    albedo_smooth_points: int = ranged(0, ge=0, le=1 << 20)
+    albedo_smooth_jitter: float = ranged(0.02, gt=0, le=1)
 
 
 class MeshGeometry(nn.Module):
@@ -165,6 +170,27 @@ class MeshGeometry(nn.Module):
     def albedo(self, points: torch.Tensor) -> torch.Tensor:
         """Albedo [N,3] in [0,1] at world points [N,3]."""
         return self.texture.albedo(points)
+
+    def albedo_smoothness(self, n_points: int, jitter: float) -> torch.Tensor:
+        """Mean L1 difference of the albedo at n_points area-uniform surface points and at the points
+        moved `jitter` along a random tangent (the texture's speckle; 0 on a constant texture)."""
+        points, normals = self.surface_points(n_points)
+        tangent = torch.randn_like(points)
+        tangent = F.normalize(tangent - (tangent * normals).sum(-1, keepdim=True) * normals, dim=-1, eps=1e-12)
+        albedo = self.albedo(torch.cat([points, points + jitter * tangent]))
+        return (albedo[:n_points] - albedo[n_points:]).abs().sum(-1).mean()
+
+    @torch.no_grad()
+    def surface_points(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """n area-uniform points on the current mesh [n,3] and their unit face normals [n,3] (no grad)."""
+        verts = self.vertices()
+        normals = face_normals(verts, self.faces, normalize=False)
+        face = torch.multinomial(normals.norm(dim=-1) + 1e-12, n, replacement=True)
+        u, v = torch.rand(2, n, 1, device=verts.device)
+        flip = (u + v) > 1
+        u, v = torch.where(flip, 1 - u, u), torch.where(flip, 1 - v, v)
+        a, b, c = verts[self.faces[face]].unbind(1)
+        return a + u * (b - a) + v * (c - a), F.normalize(normals[face], dim=-1, eps=1e-12)
 
     def normal_consistency(self) -> torch.Tensor:
         return normal_consistency(self.vertices(), self.faces, self.topology)

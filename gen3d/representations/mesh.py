@@ -5,6 +5,8 @@ geometry with a `density` field (a NeRF volume; an SDF's zero level set, at its 
 
 from __future__ import annotations
 
+import torch
+
 from gen3d.geometry.mesh import MeshGeometry
 from gen3d.render.mesh_renderer import MeshRenderer
 from gen3d.representations import Representation, register
@@ -27,10 +29,11 @@ class MeshRepresentation(Representation):
             super().from_previous(scene, previous, cfg)
 
     def regularisers(self, scene, out):
-        return {
-            "normal_consistency": scene.geometry.normal_consistency(),
-            "laplacian": scene.geometry.laplacian_smoothing(),
-        }
+        geo = scene.geometry
+        terms = {"normal_consistency": geo.normal_consistency(), "laplacian": geo.laplacian_smoothing()}
+        if geo.cfg.albedo_smooth_points > 0 and torch.is_grad_enabled():
+            terms["albedo_smooth"] = geo.albedo_smoothness(geo.cfg.albedo_smooth_points, geo.cfg.albedo_smooth_jitter)
+        return terms
 
     def parameter_groups(self, scene, cfg):
         geo, groups = scene.geometry, []

@@ -36,9 +36,10 @@ class LossConfig:
     opaque: Any = ranged(0.0, ge=0)  # volume: binary entropy pushing opacity to 0 or 1
     normal_consistency: Any = ranged(0.0, ge=0)  # mesh: 1 - cos between adjacent face normals
     laplacian: Any = ranged(0.0, ge=0)  # mesh: uniform Laplacian smoothing
+    albedo_smooth: Any = ranged(0.0, ge=0)  # mesh: texture speckle at mesh.albedo_smooth_points surface points
     # weights of other parts' terms by name (a new representation's regulariser), each a schedule
     other: dict[str, Any] = field(default_factory=dict)
-    SCHEDULES = ("guidance", "orient", "sparsity", "opaque", "normal_consistency", "laplacian")
+    SCHEDULES = ("guidance", "orient", "sparsity", "opaque", "normal_consistency", "laplacian", "albedo_smooth")
 
 
 @dataclass
