@@ -229,6 +229,28 @@ def test_appearance_split_drops_what_looks_like_the_backdrop():
         assert torch.equal(appearance_split(whole, core, frames, 4), whole)
 
 
+# the builtin profiles turn these colour settings on (configs/profiles/builtin/tuneavideo.yaml); off, as in the code
+KNOBS_OFF = ("local.common_guidance=false", "local.reweight=1", "local.renoise=0")
+
+
+def _knobs_off(*extra):
+    """The builtin Tune-A-Video config with the colour settings off, then `extra` overrides."""
+    return build_with_profile(
+        VideoEditConfig, read_yaml(resolve_config_path("tuneavideo")), {"model": "builtin"}, [*KNOBS_OFF, *extra]
+    )
+
+
+def test_builtin_profiles_turn_the_colour_settings_on():
+    """The builtin Tune-A-Video and ControlVideo profiles: re-noising, common guidance and re-weighting on
+    (docs/video.md "Bench"); the sd profile (the method config as it is) leaves them off."""
+    for method in ("tuneavideo", "controlvideo"):
+        yaml_cfg = read_yaml(resolve_config_path(method))
+        local = build_with_profile(VideoEditConfig, yaml_cfg, {"model": "builtin"}, []).local
+        assert (local.renoise, local.common_guidance, local.reweight) == (1.0, True, 5.0), method
+        sd = build_with_profile(VideoEditConfig, yaml_cfg, {"model": "builtin", "profile": "sd"}, []).local
+        assert (sd.renoise, sd.common_guidance, sd.reweight) == (0.0, False, 1.0), method
+
+
 def test_edit_uncond_is_plain_while_the_region_of_the_words_keeps_the_background():
     """CFG's unconditional prompt: with local.plain_guidance and the region of the differing words, the
     negative prompt; the source caption (negative-prompt inversion) by default, without a region and with a
@@ -236,15 +258,10 @@ def test_edit_uncond_is_plain_while_the_region_of_the_words_keeps_the_background
     src, neg = torch.zeros(1, 2, 3), torch.ones(1, 2, 3)
     region, user = AttentionBlend([2], [2], 3, 16), FixedMask(torch.ones(3, 1, 64, 64), 16)
 
-    def cfg(*extra):
-        return build_with_profile(
-            VideoEditConfig, read_yaml(resolve_config_path("tuneavideo")), {"model": "builtin"}, list(extra)
-        )
-
-    plain = cfg("local.plain_guidance=true")
-    assert edit_uncond(plain, region, src, neg) is neg and edit_uncond(cfg(), region, src, neg) is src
+    plain = _knobs_off("local.plain_guidance=true")
+    assert edit_uncond(plain, region, src, neg) is neg and edit_uncond(_knobs_off(), region, src, neg) is src
     assert edit_uncond(plain, None, src, neg) is src and edit_uncond(plain, user, src, neg) is src
-    assert edit_uncond(cfg("sampling.negative_prompt_inversion=false"), None, src, neg) is neg
+    assert edit_uncond(_knobs_off("sampling.negative_prompt_inversion=false"), None, src, neg) is neg
 
 
 def test_plain_steps_and_reweight_options():
@@ -253,30 +270,25 @@ def test_plain_steps_and_reweight_options():
     src, neg = torch.zeros(1, 2, 3), torch.ones(1, 2, 3)
     region, user = AttentionBlend([2], [2, 3], 3, 16), FixedMask(torch.ones(3, 1, 64, 64), 16)
 
-    def cfg(*extra):
-        return build_with_profile(
-            VideoEditConfig, read_yaml(resolve_config_path("tuneavideo")), {"model": "builtin"}, list(extra)
-        )
-
-    early = cfg("local.plain_guidance=true", "local.plain_steps=0.3")
+    early = _knobs_off("local.plain_guidance=true", "local.plain_steps=0.3")
     uncond, first, frac = edit_unconds(early, region, src, neg)
     assert uncond is src and first is neg and frac == 0.3
     assert edit_unconds(early, user, src, neg) == (src, None, 0.0)
-    assert edit_unconds(cfg("local.plain_guidance=true"), region, src, neg) == (neg, None, 0.0)
-    assert edit_unconds(cfg(), region, src, neg) == (src, None, 0.0)
-    assert edit_unconds(cfg("local.common_guidance=true"), region, src, neg) == (neg, None, 0.0)
-    assert edit_unconds(cfg("local.common_guidance=true"), None, src, neg) == (src, None, 0.0)
+    assert edit_unconds(_knobs_off("local.plain_guidance=true"), region, src, neg) == (neg, None, 0.0)
+    assert edit_unconds(_knobs_off(), region, src, neg) == (src, None, 0.0)
+    assert edit_unconds(_knobs_off("local.common_guidance=true"), region, src, neg) == (neg, None, 0.0)
+    assert edit_unconds(_knobs_off("local.common_guidance=true"), None, src, neg) == (src, None, 0.0)
     assert common_words("a green cylinder", "a purple cylinder") == "a cylinder"
     common = lambda: torch.full((1, 2, 3), 2.0)  # noqa: E731
-    assert guidance_away(cfg(), region, neg, src, common) is neg
-    assert guidance_away(cfg("local.common_guidance=true"), user, neg, src, common) is neg
-    half = cfg("local.common_guidance=true", "local.common_mix=0.25")
+    assert guidance_away(_knobs_off(), region, neg, src, common) is neg
+    assert guidance_away(_knobs_off("local.common_guidance=true"), user, neg, src, common) is neg
+    half = _knobs_off("local.common_guidance=true", "local.common_mix=0.25")
     assert torch.allclose(guidance_away(half, region, neg, src, common), torch.full((1, 2, 3), 1.5))
     assert common_words("a red sphere", "a red sphere") == "a red sphere"
-    assert edit_reweight(cfg(), region) is None and edit_reweight(cfg("local.reweight=3"), user) is None
-    assert edit_reweight(cfg("local.reweight=3"), region) == ([2, 3], 3.0)
+    assert edit_reweight(_knobs_off(), region) is None and edit_reweight(_knobs_off("local.reweight=3"), user) is None
+    assert edit_reweight(_knobs_off("local.reweight=3"), region) == ([2, 3], 3.0)
     with pytest.raises(UserError, match="local.plain_steps"):
-        cfg("local.plain_steps=1.5")
+        _knobs_off("local.plain_steps=1.5")
 
 
 def test_reweight_cross_attention_scales_only_the_given_rows_tokens_and_region(tiny_pipeline):
@@ -363,12 +375,10 @@ def test_renoise_starts_the_region_from_fresh_noise(tiny_pipeline):
     inside = region.mask().expand_as(kept) > 0.5
     assert float((fresh - kept)[inside].abs().max()) > 1e-2 and torch.equal(fresh[~inside], kept[~inside])
     assert torch.equal(sample(region, edit, 1.0), fresh) and not torch.equal(sample(region, edit, 1.0, 1), fresh)
-    cfg = build_with_profile(VideoEditConfig, read_yaml(resolve_config_path("tuneavideo")), {"model": "builtin"}, [])
+    cfg = _knobs_off()
     empty = make_blend(cfg, p, p.unet, x0, ("a blue sphere", "a blue sphere"), (src, src))
     assert torch.allclose(sample(empty, src, 1.0), x0, atol=1e-4)
-    on = build_with_profile(
-        VideoEditConfig, read_yaml(resolve_config_path("tuneavideo")), {"model": "builtin"}, ["local.renoise=0.6"]
-    )
+    on = _knobs_off("local.renoise=0.6")
     assert edit_renoise(on, region) == 0.6 and edit_renoise(cfg, region) == 0.0
     assert edit_renoise(on, FixedMask(torch.ones(3, 1, 64, 64), 16)) == 0.0 and edit_renoise(on, None) == 0.0
     with pytest.raises(UserError, match="config key 'local.renoise' must be"):
