@@ -107,16 +107,21 @@ def _token_weights(reweight, shape, device) -> torch.Tensor:
 def reweight_cross_attention(model: nn.Module, rows: slice, tokens: list[int], scale: float, mask=None):
     """Prompt-to-Prompt's attention re-weighting: within the block, every cross-attention (attn2) of
     `model` multiplies the attention probabilities of `tokens` by `scale` for the batch rows `rows` (the
-    frames of one video), at the queries inside mask [F,1,h,w] (None: all), without renormalising."""
+    frames of one video), at the queries inside mask [F,1,h,w] (None: all), without renormalising. Yields
+    `set_mask(mask)`, which moves the region for the next UNet call (the modules are found once)."""
     procs = [
         m.processor
         for name, m in model.named_modules()
         if name.endswith("attn2") and isinstance(getattr(m, "processor", None), PassThroughProcessor)
     ]
-    for p in procs:
-        p.reweight = (rows, list(tokens), float(scale), mask)
+
+    def set_mask(region) -> None:
+        for p in procs:
+            p.reweight = (rows, list(tokens), float(scale), region)
+
+    set_mask(mask)
     try:
-        yield
+        yield set_mask
     finally:
         for p in procs:
             p.reweight = None

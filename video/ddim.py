@@ -134,32 +134,35 @@ def ddim_edit(
     n_early = round(early_steps * n) if early_uncond is not None else 0
     early = torch.cat([source, cond, early_uncond]).repeat_interleave(f, dim=0) if n_early else emb
     branches = n_shared > 0 or trajectory is not None or blend is not None or reweight is not None or n_early > 0
-    for i, t in enumerate(sched.timesteps):
-        if not branches:
-            x = sched.step(plain(x, t), t, x).prev_sample
-            continue
-        if trajectory is not None:
-            x_src = trajectory[n - i].float()
-        kw = {"cross_attention_kwargs": {"n_frames": f, "source_group": 2 if i < n_shared else 0}}
-        with contextlib.ExitStack() as stack:
+    with contextlib.ExitStack() as reweighting:
+        set_region = None  # the re-weighting's region setter: its processors are found once, the region moves each step
+        if reweight is not None:
+            unet = getattr(model, "unet", model)
+            set_region = reweighting.enter_context(reweight_cross_attention(unet, slice(f, 2 * f), *reweight))
+        for i, t in enumerate(sched.timesteps):
+            if not branches:
+                x = sched.step(plain(x, t), t, x).prev_sample
+                continue
+            if trajectory is not None:
+                x_src = trajectory[n - i].float()
+            kw = {"cross_attention_kwargs": {"n_frames": f, "source_group": 2 if i < n_shared else 0}}
+            with contextlib.ExitStack() as stack:
+                if blend is not None:
+                    stack.enter_context(blend.capture(model))
+                if set_region is not None:
+                    set_region(blend.mask() if blend is not None else None)
+                e = early if i < n_early else emb
+                out = prior.unet_eps(torch.cat([x_src, x, x]), t.reshape(1).expand(3 * f), e, unet=model, **kw)
+            e_src, e_c, e_u = out.float().chunk(3)
+            src_next = sched.step(e_src, t, x_src).prev_sample  # DDIMScheduler.step keeps no state: two chains are fine
+            x = sched.step(cfg_combine(e_u, e_c, guidance_scale), t, x).prev_sample
+            reference = src_next
+            if trajectory is not None:
+                reference = trajectory[n - i - 1].float()
+                if correct:
+                    x = x + (1 - fresh) * (reference - src_next)
             if blend is not None:
-                stack.enter_context(blend.capture(model))
-            if reweight is not None:
-                region = blend.mask() if blend is not None else None
-                unet = getattr(model, "unet", model)
-                stack.enter_context(reweight_cross_attention(unet, slice(f, 2 * f), *reweight, region))
-            e = early if i < n_early else emb
-            out = prior.unet_eps(torch.cat([x_src, x, x]), t.reshape(1).expand(3 * f), e, unet=model, **kw)
-        e_src, e_c, e_u = out.float().chunk(3)
-        src_next = sched.step(e_src, t, x_src).prev_sample  # DDIMScheduler.step keeps no state: two chains are fine
-        x = sched.step(cfg_combine(e_u, e_c, guidance_scale), t, x).prev_sample
-        reference = src_next
-        if trajectory is not None:
-            reference = trajectory[n - i - 1].float()
-            if correct:
-                x = x + (1 - fresh) * (reference - src_next)
-        if blend is not None:
-            m = blend.mask().to(x)
-            x = m * x + (1 - m) * reference
-        x_src = src_next
+                m = blend.mask().to(x)
+                x = m * x + (1 - m) * reference
+            x_src = src_next
     return x
