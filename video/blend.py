@@ -35,7 +35,7 @@ from einops import rearrange
 
 from gen3d.errors import UserError
 from video.attention import capture_cross_attention
-from video.region import appearance_split, hysteresis, noise_difference, refine
+from video.region import appearance_split, colour_grow, hysteresis, noise_difference, refine
 
 
 def token_ids(tokenizer, text: str) -> list[int]:
@@ -90,6 +90,8 @@ class AttentionBlend:
         attention_weight: float = 0.0,
         difference_threshold: float = 0.4,
         seed: float = 0.75,
+        frames: torch.Tensor | None = None,
+        grow: int = 0,
     ):
         self.source_tokens, self.edit_tokens = list(source_tokens), list(edit_tokens)
         self.f, self.size, self.threshold, self.dilate = n_frames, size, threshold, dilate
@@ -98,6 +100,13 @@ class AttentionBlend:
         self.seed = seed
         self.sum: torch.Tensor | None = None
         self.calls, self.tokens = 0, 0
+        # the cells colour_grow adds to the noise difference's own region (kept in every step's region)
+        self.grown: torch.Tensor | None = None
+        if difference is not None and frames is not None and grow > 0:
+            d = difference
+            own = hysteresis(d, difference_threshold, seed)
+            core = own * (d >= seed * d.amax(dim=(2, 3), keepdim=True)).float()
+            self.grown = colour_grow(own, core, frames, grow) - own
 
     def __call__(self, probs: torch.Tensor) -> None:
         """One cross-attention call's probabilities [B*F, N, L] (N = h*w tokens of its resolution)."""
@@ -140,7 +149,8 @@ class AttentionBlend:
             return (attention > self.threshold).float()
         d = self.difference.to(attention.device) if attention is not None else self.difference
         combined = d if attention is None else (1 - self.weight) * d + self.weight * attention
-        return hysteresis(combined, self.difference_threshold, self.seed, d)
+        region = hysteresis(combined, self.difference_threshold, self.seed, d)
+        return region if self.grown is None else torch.maximum(region, self.grown.to(region.device))
 
     def core(self) -> torch.Tensor:
         """The region's cells [F,1,h,w] in {0, 1} where the noise difference reaches `seed` times the frame's
@@ -193,10 +203,11 @@ def read_mask(path: str | Path, indices: list[int], video_size: tuple[int, int],
     return (crop_resize(x, size) > 0.5).float()
 
 
-def make_blend(cfg, prior, model, latents, texts: tuple[str, str], embeddings, user_mask=None):
+def make_blend(cfg, prior, model, latents, texts: tuple[str, str], embeddings, user_mask=None, frames=None):
     """The blend of one edit: the user's mask (`mask=`), else the region of the differing words
     (`local.enabled`), else None. cfg: VideoEditConfig; latents: the clean source latents [F,C,h,w];
-    texts / embeddings: (source, edit) prompts as the model reads them and their embeddings [1,L,D]."""
+    texts / embeddings: (source, edit) prompts as the model reads them and their embeddings [1,L,D];
+    frames: the source frames [F,3,H,W] (for `local.grow`)."""
     if user_mask is not None:
         return FixedMask(user_mask, latents.shape[-1])
     if not cfg.local.enabled or not cfg.sampling.invert:
@@ -219,6 +230,8 @@ def make_blend(cfg, prior, model, latents, texts: tuple[str, str], embeddings, u
         loc.attention_weight,
         loc.difference_threshold,
         loc.seed,
+        frames,
+        loc.grow,
     )
 
 

@@ -87,6 +87,10 @@ class LocalEditConfig:
     max_cover: float = ranged(0.5, ge=0, le=1)
     layers: str = "up_blocks"  # the cross-attention layers read (name substring; their finest resolution)
     dilate: int = ranged(1, ge=0)  # latent cells added around the region for the latent blend (max-pool radius)
+    # latent cells within this many of the noise difference's region join it where most of their source pixels
+    # look like the region's core (colour models of `appearance`; video.region.colour_grow): completes the
+    # region where the difference is weak on part of the object, e.g. one leaving the picture (0: off)
+    grow: int = ranged(0, ge=0)
     # CFG scale while the region keeps the background (0: sampling.guidance_scale): stronger guidance is safe
     # there and changes the object's colour in more frames
     guidance_scale: float = ranged(12.5, ge=0)

@@ -109,6 +109,28 @@ def _subsample(x: torch.Tensor, n: int) -> torch.Tensor:
     return x if x.shape[0] <= n else x[torch.linspace(0, x.shape[0] - 1, n).long()]
 
 
+def _colour_likeness(
+    mask: torch.Tensor, core: torch.Tensor, frames: torch.Tensor, margin: int, k: int, samples: int, where: torch.Tensor
+) -> torch.Tensor | None:
+    """[F,1,H,W] in {0,1}: the pixels of `where` whose source colour is nearer (mean distance to the k nearest
+    samples) to the colours of the region's core than to the colours outside the region `mask` (0 elsewhere);
+    None without core or outside samples."""
+    hard, seed = (mask > 0.5).float(), (core > 0.5).float() * (mask > 0.5).float()
+    inner = -_grow(-seed, margin // 2)
+    inner = torch.where(inner.flatten(1).any(1)[:, None, None, None], inner, seed)  # thin cores stay whole
+    outer = _grow(hard, margin)
+    pixels = frames.float().permute(0, 2, 3, 1)  # [F,H,W,3]
+    inside, outside = pixels[inner[:, 0] > 0.5], pixels[outer[:, 0] < 0.5]
+    if inside.shape[0] == 0 or outside.shape[0] == 0:
+        return None
+    inside, outside = _subsample(inside, samples), _subsample(outside, samples)
+    candidates = where[:, 0] > 0.5
+    x = pixels[candidates]
+    like = torch.zeros_like(hard[:, 0])
+    like[candidates] = (_knn_distance(x, inside, k) <= _knn_distance(x, outside, k)).float()
+    return like[:, None]
+
+
 def appearance_split(
     mask: torch.Tensor, core: torch.Tensor, frames: torch.Tensor, margin: int, k: int = 8, samples: int = 4096
 ) -> torch.Tensor:
@@ -118,18 +140,28 @@ def appearance_split(
     the difference strays do not); the outside is what lies more than `margin` pixels outside the mask, the
     core is eroded by `margin // 2` pixels (edge pixels mix the object with the backdrop; a frame whose core
     erodes away keeps it whole). Without core or outside samples the mask is returned as it is."""
-    hard, seed = (mask > 0.5).float(), (core > 0.5).float() * (mask > 0.5).float()
-    inner = -_grow(-seed, margin // 2)
-    inner = torch.where(inner.flatten(1).any(1)[:, None, None, None], inner, seed)  # thin cores stay whole
-    outer = _grow(hard, margin)
-    pixels = frames.float().permute(0, 2, 3, 1)  # [F,H,W,3]
-    inside, outside = pixels[inner[:, 0] > 0.5], pixels[outer[:, 0] < 0.5]
-    if inside.shape[0] == 0 or outside.shape[0] == 0:
+    hard = (mask > 0.5).float()
+    like = _colour_likeness(mask, core, frames, margin, k, samples, hard)
+    if like is None:
         return hard
-    inside, outside = _subsample(inside, samples), _subsample(outside, samples)
-    candidates = hard[:, 0] > 0.5
-    x = pixels[candidates]
-    keep = _knn_distance(x, inside, k) <= _knn_distance(x, outside, k)
-    split = torch.zeros_like(hard[:, 0])
-    split[candidates] = keep.float()
-    return _grow(-_grow(-split[:, None], 1), 1)  # an opening: specks thinner than 3 pixels go
+    return _grow(-_grow(-(like * hard), 1), 1)  # an opening: specks thinner than 3 pixels go
+
+
+def colour_grow(
+    region: torch.Tensor, core: torch.Tensor, frames: torch.Tensor, cells: int, k: int = 8, samples: int = 4096
+) -> torch.Tensor:
+    """region / core [F,1,h,w] in {0,1} at the latent grid, frames [F,3,H,W] -> [F,1,h,w] in {0,1}: the
+    region with the cells within `cells` of it where most source pixels look like the region's core (the
+    colour models of appearance_split, at the frame size). Completes the region where the noise
+    difference is weak on part of the object (an object leaving the picture, a frame far from the key
+    frame). cells 0, or no colour samples: the region as it is."""
+    hard = (region > 0.5).float()
+    if cells <= 0:
+        return hard
+    band = max(frames.shape[-1] // region.shape[-1], 1)
+    up = lambda c: (F.interpolate(c.float(), size=frames.shape[-2:], mode="nearest") > 0.5).float()  # noqa: E731
+    big, ring = up(hard), _grow(hard, cells) * (1 - hard)
+    like = _colour_likeness(big, up(core) * big, frames.to(region.device), band, k, samples, up(ring))
+    if like is None:
+        return hard
+    return torch.maximum(hard, ring * (F.avg_pool2d(like, band) >= 0.5).float())

@@ -214,7 +214,9 @@ def run_video(cfg: VideoEditConfig, run_dir: Path, resume: Path | None = None, e
             if not s.invert:
                 g = torch.Generator().manual_seed(cfg.seed + i)
                 x_t = torch.randn(latents.shape, generator=g).to(device)
-            blend = make_blend(cfg, prior, model, latents, (prompts[0], prompts[1 + i]), (src_emb, e[None]), user_mask)
+            blend = make_blend(
+                cfg, prior, model, latents, (prompts[0], prompts[1 + i]), (src_emb, e[None]), user_mask, frames.cpu()
+            )
             common = partial(cached_text_embeddings, prior, [common_words(prompts[0], prompts[1 + i])], cfg.cache_dir)
             away = guidance_away(cfg, blend, neg_emb, src_emb, common)
             uncond, early_uncond, early_steps = edit_unconds(cfg, blend, src_emb, away)
