@@ -339,6 +339,8 @@ def test_plain_steps_and_reweight_options():
     assert edit_reweight(_knobs_off("local.reweight=3"), region) == ([2, 3], 3.0)
     with pytest.raises(UserError, match="local.plain_steps"):
         _knobs_off("local.plain_steps=1.5")
+    with pytest.raises(UserError, match="local.grow"):
+        _knobs_off("local.grow=-1")
 
 
 def test_reweight_cross_attention_scales_only_the_given_rows_tokens_and_region(tiny_pipeline):
