@@ -61,6 +61,21 @@ def test_purity_of_uniform_and_speckled_textures():
     assert texture_purity(dark)["brightness_fraction"] > 0.15
 
 
+def test_purity_of_black_textures():
+    """A uniformly black texture (the median exactly 0, as a black export's is) is pure, and so is black
+    with noise just above 0; grey or red speckles on it are stray (the near-black floor, FLOOR)."""
+    rng = np.random.default_rng(0)
+    black = np.zeros((5000, 3))
+    assert texture_purity(black)["stray_fraction"] == 0
+    noisy = np.clip(rng.normal(0.002, 0.002, (5000, 3)), 0, 1)
+    assert texture_purity(noisy)["stray_fraction"] < 0.01
+    grey, red = noisy.copy(), noisy.copy()
+    grey[rng.random(5000) < 0.2] = [0.3, 0.3, 0.3]
+    red[rng.random(5000) < 0.2] = [0.5, 0.05, 0.05]
+    assert 0.15 < texture_purity(grey)["stray_fraction"] < 0.25
+    assert 0.15 < texture_purity(red)["stray_fraction"] < 0.25
+
+
 def test_colour_distance():
     assert colour_distance([0.8, 0.1, 0.1], [0.8, 0.1, 0.1]) < 1e-4
     assert colour_distance([0.8, 0.1, 0.1], [0.1, 0.2, 0.9]) > 50

@@ -2,8 +2,11 @@
 
 Purity: the share of samples whose chromaticity ``rgb / (r + g + b)`` is more than
 ``CHROMA_TOL`` (Euclidean) from the median's, or whose brightness ``(r + g + b) / 3`` is below
-``DARK`` or above ``BRIGHT`` times the median brightness. Colour distances are CIE76 Delta E in
-CIELAB (the colours taken as sRGB).
+``DARK`` or above ``BRIGHT`` times the median brightness. Near black, both are read against a floor,
+``FLOOR`` (a brightness of 0.05): the chromaticity's denominator is at least ``3 * FLOOR``, and the
+brightness ratios take both the sample's and the median's brightness as at least ``FLOOR``. Without it, a uniformly black texture (median
+exactly 0) had every sample "brighter than 1.6x the median" and scored 100% stray, and the chromaticity
+of a sample at 0.001 is noise. Colour distances are CIE76 Delta E in CIELAB (the colours taken as sRGB).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from gen3d.export.uv import uv_coverage
 
 from .primitives import surface_samples
 
-CHROMA_TOL, DARK, BRIGHT = 0.08, 0.5, 1.6
+CHROMA_TOL, DARK, BRIGHT, FLOOR = 0.08, 0.5, 1.6, 0.05
 
 
 def sample_texture(image: np.ndarray, uv: np.ndarray) -> np.ndarray:
@@ -47,12 +50,12 @@ def texture_purity(albedo: np.ndarray) -> dict:
     """Share of stray samples (see the module docstring) and the median colour of ``albedo [N,3]``."""
     albedo = np.asarray(albedo, dtype=np.float64)
     total = albedo.sum(axis=1)
-    chroma = albedo / np.maximum(total, 1e-3)[:, None]
+    chroma = albedo / np.maximum(total, 3 * FLOOR)[:, None]
     median = np.median(albedo, axis=0)
-    med_chroma = median / max(median.sum(), 1e-3)
-    med_bright = max(median.sum(), 1e-6)
+    med_chroma = median / max(median.sum(), 3 * FLOOR)
     off_chroma = np.linalg.norm(chroma - med_chroma, axis=1) > CHROMA_TOL
-    off_bright = (total < DARK * med_bright) | (total > BRIGHT * med_bright)
+    bright, med_bright = np.maximum(total, 3 * FLOOR), max(median.sum(), 3 * FLOOR)
+    off_bright = (bright < DARK * med_bright) | (bright > BRIGHT * med_bright)
     stray = off_chroma | off_bright
     return {
         "stray_fraction": float(stray.mean()),
