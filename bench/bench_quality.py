@@ -156,7 +156,11 @@ def main() -> None:
     p.add_argument("--prompts", nargs="*", default=PROMPTS)
     p.add_argument("--out", default="bench-quality", help="folder for the runs and the cached figures")
     p.add_argument("--model", default="builtin")
-    p.add_argument("--remeasure", action="store_true", help="measure cached runs' exports again (no training)")
+    p.add_argument(
+        "--remeasure",
+        action="store_true",
+        help="measure cached runs' exports again instead of skipping them (keeps their run times)",
+    )
     p.add_argument("overrides", nargs="*", help="config overrides passed to every run")
     a = p.parse_args()
     out = Path(a.out).resolve()

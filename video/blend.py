@@ -35,7 +35,7 @@ from einops import rearrange
 
 from gen3d.errors import UserError
 from video.attention import capture_cross_attention
-from video.region import appearance_split, colour_grow, hysteresis, noise_difference, refine
+from video.region import appearance_split, cells_to_pixels, colour_grow, hysteresis, noise_difference, peaks, refine
 
 
 def token_ids(tokenizer, text: str) -> list[int]:
@@ -103,10 +103,8 @@ class AttentionBlend:
         # the cells colour_grow adds to the noise difference's own region (kept in every step's region)
         self.grown: torch.Tensor | None = None
         if difference is not None and frames is not None and grow > 0:
-            d = difference
-            own = hysteresis(d, difference_threshold, seed)
-            core = own * (d >= seed * d.amax(dim=(2, 3), keepdim=True)).float()
-            self.grown = colour_grow(own, core, frames, grow) - own
+            own = hysteresis(difference, difference_threshold, seed)
+            self.grown = colour_grow(own, own * peaks(difference, seed), frames, grow) - own
 
     def __call__(self, probs: torch.Tensor) -> None:
         """One cross-attention call's probabilities [B*F, N, L] (N = h*w tokens of its resolution)."""
@@ -158,8 +156,7 @@ class AttentionBlend:
         region = self.region()
         if self.difference is None:
             return region
-        d = self.difference.to(region.device)
-        return region * (d >= self.seed * d.amax(dim=(2, 3), keepdim=True)).float()
+        return region * peaks(self.difference.to(region.device), self.seed)
 
     def mask(self) -> torch.Tensor:
         return _dilate(self.region(), self.dilate)
@@ -251,8 +248,7 @@ def pixel_mask(blend, frames: torch.Tensor, snap: bool = True, appearance: bool 
     band = max(size // coarse.shape[-1], 1)
     hard = (m > 0.5).float()
     if appearance:
-        up = lambda c: (F.interpolate(c.float().cpu(), size=(size, size), mode="nearest") > 0.5).float()  # noqa: E731
-        hard = appearance_split(hard, up(blend.core()) * hard, frames.cpu(), band)
+        hard = appearance_split(hard, cells_to_pixels(blend.core().cpu(), (size, size)) * hard, frames.cpu(), band)
     return (refine(hard, frames.cpu(), band) > 0.5).float()
 
 

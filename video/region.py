@@ -72,12 +72,22 @@ def _grow(m: torch.Tensor, px: int) -> torch.Tensor:
     return F.max_pool2d(m, 2 * px + 1, stride=1, padding=px) if px > 0 else m
 
 
+def peaks(m: torch.Tensor, seed: float) -> torch.Tensor:
+    """m [F,1,h,w] -> {0, 1}: the cells where m reaches `seed` times its largest value in the frame."""
+    return (m >= seed * m.amax(dim=(2, 3), keepdim=True)).float()
+
+
+def cells_to_pixels(cells: torch.Tensor, size) -> torch.Tensor:
+    """A latent-grid mask [F,1,h,w] -> [F,1,*size] in {0, 1} (nearest: each cell covers its pixels)."""
+    return (F.interpolate(cells.float(), size=size, mode="nearest") > 0.5).float()
+
+
 def hysteresis(m: torch.Tensor, low: float, seed: float, seeds: torch.Tensor | None = None) -> torch.Tensor:
     """m [F,1,h,w] -> {0, 1}: the 8-connected parts of m > low holding a cell where `seeds` (default: m)
     is >= seed * its largest value in the frame."""
     keep = (m > low).float()
     s = m if seeds is None else seeds
-    grown = keep * (s >= seed * s.amax(dim=(2, 3), keepdim=True)).float()
+    grown = keep * peaks(s, seed)
     while True:
         nxt = _grow(grown, 1) * keep
         if torch.equal(nxt, grown):
@@ -158,10 +168,11 @@ def colour_grow(
     hard = (region > 0.5).float()
     if cells <= 0:
         return hard
-    band = max(frames.shape[-1] // region.shape[-1], 1)
-    up = lambda c: (F.interpolate(c.float(), size=frames.shape[-2:], mode="nearest") > 0.5).float()  # noqa: E731
-    big, ring = up(hard), _grow(hard, cells) * (1 - hard)
-    like = _colour_likeness(big, up(core) * big, frames.to(region.device), band, k, samples, up(ring))
+    band, size = max(frames.shape[-1] // region.shape[-1], 1), frames.shape[-2:]
+    big, ring = cells_to_pixels(hard, size), _grow(hard, cells) * (1 - hard)
+    like = _colour_likeness(
+        big, cells_to_pixels(core, size) * big, frames.to(region.device), band, k, samples, cells_to_pixels(ring, size)
+    )
     if like is None:
         return hard
     return torch.maximum(hard, ring * (F.avg_pool2d(like, band) >= 0.5).float())
