@@ -286,7 +286,7 @@ def _lift_step_schedules(layer: Any, schema_cls: type, prefix: str, path: str, f
             whole.append(full)
         if hint is None or hint is Any or key in schedules or not is_step_schedule(value):
             found.pop(full, None)
-            out[key] = value
+            out[key] = _widen_int(value, hint)
             continue
         check_step_schedule(value, prefix + full)
         if key not in stepped:
@@ -299,6 +299,15 @@ def _lift_step_schedules(layer: Any, schema_cls: type, prefix: str, path: str, f
         found[full] = value
         out[key] = value["values"][0]
     return out
+
+
+def _widen_int(value: Any, hint: Any) -> Any:
+    """An int given to a float-or-text field (`export.threshold=10`, a Union OmegaConf will not widen)
+    as a float; anything else unchanged."""
+    args = typing.get_args(hint) if typing.get_origin(hint) is typing.Union else ()
+    if float in args and int not in args and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
 
 
 def _owner(cfg: Any, key: str) -> tuple[Any, str]:

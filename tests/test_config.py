@@ -88,3 +88,17 @@ def test_override_into_a_list_field_is_a_one_line_error(capsys, tmp_path):
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: cannot apply stages[1]") and err.count("\n") == 1
     assert not any(tmp_path.iterdir())
+
+
+def test_an_int_for_a_float_or_text_field_is_a_float():
+    """`export.threshold=10` (a Union[float, str] field) is 10.0, not a type error; "auto" stays text."""
+    from gen3d.export.config import ExportConfig
+
+    @dataclass
+    class WithExport:
+        export: ExportConfig = field(default_factory=ExportConfig)
+
+    cfg = build_config(WithExport, ["export.threshold=10"])
+    assert cfg.export.threshold == 10.0 and isinstance(cfg.export.threshold, float)
+    assert build_config(WithExport, ["export.threshold=auto"]).export.threshold == "auto"
+    assert build_config(WithExport, {"export": {"threshold": 2.5}}).export.threshold == 2.5
