@@ -216,3 +216,26 @@ def test_weights_agree_with_nerfacc_dense_and_cpu_backend():
     torch.testing.assert_close(render_weights(samples, sigmas.view(-1)[idx]), ref.view(-1)[idx])
     if not torch.cuda.is_available():
         assert isinstance(_renderer(SphereField(1.0, 0.5), use_nerfacc="auto").occupancy, TorchOccupancyGrid)
+
+
+def test_depth_variance_is_small_on_an_opaque_surface_and_large_in_a_translucent_ball():
+    """z-variance (loss.other.z_variance): a near-opaque sphere's rays stop in a thin layer; a translucent
+    ball spreads each ray's weight over its chord. Rays that miss (opacity <= 0.5) do not count."""
+    from gen3d.render.volume import depth_variance
+
+    cams = _camera()
+    values = {}
+    for sigma in (300.0, 3.0):
+        field = SphereField(sigma, 0.5)
+        out = _renderer(field, samples=128).train()(cams)  # a training render keeps the per-sample outputs
+        values[sigma] = float(depth_variance(out).detach())
+    assert values[300.0] < 1e-3 < 0.01 < values[3.0]
+    # a ray's own variance by hand: two samples of equal weight 0.4 at depths 1 and 2 -> 0.25
+    out = {
+        "weights": torch.tensor([[0.4], [0.4], [0.1]]),
+        "ray_indices": torch.tensor([0, 0, 1]),
+        "t_mid": torch.tensor([1.0, 2.0, 1.5]),
+        "opacity": torch.tensor([[0.8], [0.1]]),
+        "depth": torch.tensor([[1.2], [0.15]]),
+    }
+    assert float(depth_variance(out)) == pytest.approx(0.25)

@@ -61,6 +61,19 @@ def accumulate(ray_indices: torch.Tensor, values: torch.Tensor, n_rays: int) -> 
     return values.new_zeros(n_rays, values.shape[1]).index_add(0, ray_indices, values)
 
 
+def depth_variance(out: dict) -> torch.Tensor:
+    """Mean, over the rays that hit (opacity > 0.5), of the variance of the sample depths along the ray under
+    the rendering weights (threestudio's z-variance): small when each ray's weight sits on one thin
+    surface, large in a translucent shell. Needs a training render's per-sample outputs."""
+    w, ri, t = out["weights"], out["ray_indices"], out["t_mid"][:, None]
+    opacity = out["opacity"].reshape(-1, 1)
+    norm = opacity.clamp_min(1e-6)
+    mean = out["depth"].reshape(-1, 1) / norm
+    var = accumulate(ri, w * (t - mean[ri]).square(), opacity.shape[0]) / norm
+    hit = opacity.detach()[:, 0] > 0.5
+    return var[hit].mean() if bool(hit.any()) else var.sum() * 0.0
+
+
 class VolumeRenderer(nn.Module):
     """forward(cameras, shading) -> dict of images [B,H,W,C] and per-sample terms for losses."""
 

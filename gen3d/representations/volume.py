@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gen3d.geometry.implicit import ImplicitVolume
-from gen3d.render.volume import VolumeRenderer
+from gen3d.render.volume import VolumeRenderer, depth_variance
 from gen3d.representations import Representation, register
 
 
@@ -25,6 +25,8 @@ class VolumeRepresentation(Representation):
         }
         if "orient_loss" in out:
             terms["orient"] = out["orient_loss"]
+        if "weights" in out:
+            terms["z_variance"] = depth_variance(out)
         return terms
 
     def export(self, scene, albedo_fn, out_dir, cfg, device):
