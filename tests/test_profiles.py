@@ -261,6 +261,22 @@ def test_bad_schedules_are_one_line_exit_2(override, words, tiny_pipeline, tmp_p
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize(
+    "config, override, words",
+    [
+        ("prolificdreamer.yaml", "guidance.image_weight=100", "not available with guidance type 'vsd'"),
+        ("dreamfusion.yaml", "rgb_as_latents=true guidance.image_weight=100", "needs RGB renders"),
+        ("dreamfusion.yaml", "guidance.image_weight=-1", "'guidance.image_weight' must be >= 0"),
+    ],
+)
+def test_image_weight_where_it_cannot_work_is_one_line_exit_2(config, override, words, tiny_pipeline, tmp_path, capsys):
+    args = ["--config", config, "--prompt", "a red cube", "--model", str(tiny_pipeline)]
+    code = launch.main(args + ["--output", str(tmp_path / "o"), *override.split()])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and words in err and err.count("\n") == 0, err
+    assert not (tmp_path / "o").exists()
+
+
 def test_lora_model_with_another_latent_shape_is_one_line(tiny_pipeline, tmp_path, capsys):
     other = tmp_path / "eight-channels"
     shutil.copytree(tiny_pipeline, other)

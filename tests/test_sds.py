@@ -82,3 +82,60 @@ def test_guidance_resolution_sets_the_encoder_input_size():
         out = guide(torch.rand(1, 3, 32, 32, requires_grad=True), cond, cond, 0)
         assert torch.isfinite(out["loss"])
     assert seen == [((32, 32), True), ((16, 16), False)]  # native: encode_images resizes; else 16 px
+
+
+def test_image_term_is_the_squared_error_to_the_decoded_prediction():
+    """HiFA's image-space term (guidance.image_weight): the stub prior has no VAE (latents = 2 x - 1), so
+    the decoded prediction is x0_hat / 2 + 1/2, with x0_hat = x - sqrt((1 - a_t) / a_t) (eps_hat - eps)."""
+    from gen3d.guidance.sds import image_term, predicted_clean, sds_residual
+
+    prior = stub_prior()
+    torch.manual_seed(0)
+    images = torch.rand(2, 3, 8, 8, requires_grad=True)
+    latents = images * 2 - 1
+    t, noise = torch.tensor([100, 700]), torch.randn(2, 3, 8, 8)
+    cond, uncond = torch.randn(2, 4, 5), torch.randn(2, 4, 5)
+    residual = sds_residual(prior, latents, t, noise, cond, uncond, 7.5)
+    a = prior.scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
+    x_t = a.sqrt() * latents.detach() + (1 - a).sqrt() * noise
+    eps_hat = residual + noise
+    clean = predicted_clean(prior, latents, t, residual)
+    torch.testing.assert_close(clean, (x_t - (1 - a).sqrt() * eps_hat) / a.sqrt(), rtol=1e-4, atol=1e-4)
+    term = image_term(prior, images, clean)
+    target = (clean * 0.5 + 0.5).clamp(0, 1)
+    torch.testing.assert_close(term, (images - target).square().mean())
+    term.backward()
+    torch.testing.assert_close(images.grad, 2 * (images - target).detach() / images.numel())
+
+
+def test_image_weight_adds_the_term_to_the_sds_loss():
+    prior = stub_prior()
+    images = torch.rand(1, 3, 8, 8)
+    cond, uncond = torch.randn(1, 4, 5), torch.randn(1, 4, 5)
+    losses = {}
+    for weight in (0.0, 100.0):
+        guidance = SDSGuidance(prior, GuidanceConfig(guidance_scale=7.5, image_weight=weight))
+        out = guidance(images, cond, uncond, step=0, generator=torch.Generator().manual_seed(3))
+        losses[weight] = float(out["loss"])
+        assert ("clean_latents" in out) == (weight > 0)
+    assert losses[100.0] > losses[0.0]
+
+
+def test_image_term_pulls_a_colour_the_vae_hardly_sees_back():
+    """On the builtin prior a green patch on a blue square barely moves the latents (the VAE keeps about a
+    quarter of it, docs/methods.md), so latent SDS hardly corrects it; the image term pulls it back."""
+    from gen3d.diffusion.prior import load_prior
+    from gen3d.guidance.sds import image_term
+
+    prior = load_prior("builtin", device="cpu", dtype=torch.float32)
+    blue = torch.ones(1, 3, 64, 64)
+    blue[:, :, 16:48, 16:48] = torch.tensor([0.1, 0.2, 0.9]).view(1, 3, 1, 1)
+    teal = blue.clone()
+    teal[:, 1, 24:40, 24:40] += 0.3
+    with torch.no_grad():
+        clean = prior.encode_images(blue, sample=False)
+        kept = prior.decode_latents(prior.encode_images(teal, sample=False))[0, 1, 32, 32] - 0.2
+    assert float(kept) < 0.15  # most of the +0.3 green is lost through the VAE
+    teal.requires_grad_(True)
+    image_term(prior, teal, clean).backward()
+    assert float(teal.grad[0, 1, 24:40, 24:40].mean()) > 0  # descending the term lowers the green

@@ -24,7 +24,7 @@ from gen3d.diffusion.perpneg import PerpNegConfig, perp_neg_eps, perp_neg_inputs
 from gen3d.diffusion.prompts import cached_text_embeddings
 from gen3d.errors import UserError
 from gen3d.guidance import GUIDANCES, GuidanceContext, GuidanceType
-from gen3d.guidance.sds import GuidanceConfig, SDSGuidance, check_resolution
+from gen3d.guidance.sds import GuidanceConfig, SDSGuidance, check_sds
 from gen3d.guidance.vsd import VSDConfig, VSDGuidance, check_lora_model, lora_prior_of
 
 
@@ -92,7 +92,7 @@ def _build_vsd(prior, cfg: VSDPerpNegConfig, ctx: GuidanceContext) -> VSDPerpNeg
 def _check_views(cfg) -> None:
     if not cfg.prompt_processor.view_dependent:
         raise UserError(f"guidance type '{cfg.guidance.type}' needs prompt_processor.view_dependent=true")
-    check_resolution(cfg)
+    check_sds(cfg)
 
 
 def _check_vsd(cfg) -> None:

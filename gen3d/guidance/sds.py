@@ -18,7 +18,7 @@ from gen3d.diffusion.noise import add_noise
 from gen3d.diffusion.prior import Prior
 from gen3d.errors import UserError
 from gen3d.guidance import GUIDANCES, GuidanceType, common
-from gen3d.utils.schedule import schedule_value
+from gen3d.utils.schedule import schedule_max, schedule_value
 
 
 @dataclass
@@ -31,10 +31,13 @@ class GuidanceConfig:
     max_step_percent: Any = ranged(0.98, ge=0, le=1)  # schedule
     weighting: str = ranged("sds", choices=common.WEIGHTINGS)  # sds | uniform | fantasia
     grad_clip: Any = ranged(None, gt=0)  # schedule; element-wise clamp of the gradient (None: off)
+    # HiFA's image-space term (SDS on RGB renders): the weight of mean |render - D(x0_hat)|^2, D the VAE decoder
+    # and x0_hat the clean latents the guided prediction implies; 0: off (docs/methods.md, "Texture")
+    image_weight: Any = ranged(0.0, ge=0)  # schedule
     # renders are resized to this many pixels before the VAE encoder (None: the prior's native size, e.g.
     # 768 for SD 2.1); 512 or 256 cut the encoder's activation memory, at the cost of detail (docs/methods.md)
     resolution: Optional[int] = None
-    SCHEDULES = ("min_step_percent", "max_step_percent", "grad_clip")
+    SCHEDULES = ("min_step_percent", "max_step_percent", "grad_clip", "image_weight")
     STEPPED = ("guidance_scale", "weighting")  # read at every step: may be step schedules (gen3d.config)
 
 
@@ -51,10 +54,32 @@ def sds_gradient(
 ) -> torch.Tensor:
     """SDS gradient w.r.t. latents [B,C,h,w] for timesteps t [B] and noise [B,C,h,w]. No autograd.
     guided_eps(x_t, t) -> the guided epsilon; None: classifier-free guidance of cond over uncond."""
+    residual = sds_residual(prior, latents, t, noise, cond, uncond, guidance_scale, guided_eps)
+    return common.weighting(prior.alphas_cumprod, t, weighting) * residual
+
+
+def sds_residual(prior, latents, t, noise, cond, uncond, guidance_scale, guided_eps=None) -> torch.Tensor:
+    """eps_hat(x_t) - eps [B,C,h,w] (no autograd): SDS's gradient before the weighting w(t)."""
     with torch.no_grad():
         noisy = add_noise(prior.alphas_cumprod, latents.detach(), noise, t)
         eps_hat = (guided_eps or cfg_eps(prior, cond, uncond, guidance_scale))(noisy, t)
-        return common.weighting(prior.alphas_cumprod, t, weighting) * (eps_hat - noise.float())
+        return eps_hat - noise.float()
+
+
+def predicted_clean(prior: Prior, latents: torch.Tensor, t: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+    """x0_hat = (x_t - sqrt(1 - a_t) eps_hat) / sqrt(a_t) = x - sqrt((1 - a_t) / a_t) (eps_hat - eps)."""
+    a = prior.alphas_cumprod[t].view(-1, 1, 1, 1).float()
+    return latents.detach().float() - ((1.0 - a) / a).sqrt() * residual
+
+
+def image_term(prior: Prior, images: torch.Tensor, clean_latents: torch.Tensor) -> torch.Tensor:
+    """HiFA's image-space loss: mean |images - D(x0_hat)|^2, the decoded target at the renders' size
+    (gradient to the renders only)."""
+    with torch.no_grad():
+        target = prior.decode_latents(clean_latents)
+        if target.shape[-2:] != images.shape[-2:]:
+            target = F.interpolate(target, images.shape[-2:], mode="bilinear", align_corners=False)
+    return (images.float() - target).square().mean()
 
 
 def cfg_eps(prior: Prior, cond: torch.Tensor, uncond: torch.Tensor, guidance_scale: float) -> Callable:
@@ -125,10 +150,15 @@ class SDSGuidance:
         c2w: torch.Tensor | None = None,
         cameras=None,
     ) -> dict:
-        """images [B,3,H,W] in [0,1] -> the prior's VAE encoder (`encode`) -> `loss_from_latents`."""
-        return self.loss_from_latents(
+        """images [B,3,H,W] in [0,1] -> the prior's VAE encoder (`encode`) -> `loss_from_latents`, plus the
+        image-space term when `image_weight` is on."""
+        out = self.loss_from_latents(
             self.encode(images), cond, uncond, step, generator=generator, c2w=c2w, cameras=cameras
         )
+        weight = schedule_value(self.cfg.image_weight, step)
+        if weight:
+            out["loss"] = out["loss"] + weight * image_term(self.prior, images, out["clean_latents"])
+        return out
 
     def loss_from_latents(
         self,
@@ -147,10 +177,31 @@ class SDSGuidance:
         t = self.timesteps(latents.shape[0], step, generator)
         noise = torch.randn(latents.shape, device=latents.device, generator=generator)
         guided = self.pretrained_eps(cond, uncond, cameras)
-        grad = sds_gradient(
-            self.prior, latents, t, noise, cond, uncond, self.cfg.guidance_scale, self.cfg.weighting, guided
+        residual = sds_residual(self.prior, latents, t, noise, cond, uncond, self.cfg.guidance_scale, guided)
+        grad = common.weighting(self.prior.alphas_cumprod, t, self.cfg.weighting) * residual
+        out = {**self.finish(latents, grad, step), "t": t}
+        if schedule_value(self.cfg.image_weight, step):
+            out["clean_latents"] = predicted_clean(self.prior, latents, t, residual)
+        return out
+
+
+def check_image_term(cfg: Any, available: bool = True) -> None:
+    """guidance.image_weight compares RGB renders with the decoded prediction: SDS types on RGB renders only
+    (available=False: the type has no image term, e.g. VSD)."""
+    if not schedule_max(cfg.guidance.image_weight):
+        return
+    if not available:
+        raise UserError(
+            f"guidance.image_weight is not available with guidance type '{cfg.guidance.type}' (use an SDS type)"
         )
-        return {**self.finish(latents, grad, step), "t": t}
+    if cfg.rgb_as_latents:
+        raise UserError("guidance.image_weight needs RGB renders: it is not available with rgb_as_latents=true")
+
+
+def check_sds(cfg: Any) -> None:
+    """Before anything is written: the resolution and the image term."""
+    check_resolution(cfg)
+    check_image_term(cfg)
 
 
 def check_resolution(cfg: Any) -> None:
@@ -162,7 +213,5 @@ def check_resolution(cfg: Any) -> None:
 
 GUIDANCES.register(
     "sds",
-    GuidanceType(
-        GuidanceConfig, lambda prior, cfg, ctx: SDSGuidance(prior, cfg, latents=ctx.latents), check=check_resolution
-    ),
+    GuidanceType(GuidanceConfig, lambda prior, cfg, ctx: SDSGuidance(prior, cfg, latents=ctx.latents), check=check_sds),
 )

@@ -21,7 +21,7 @@ from gen3d.diffusion.noise import add_noise, training_target
 from gen3d.diffusion.prior import Prior, cfg_combine, latent_signature, load_prior
 from gen3d.errors import UserError
 from gen3d.guidance import GUIDANCES, GuidanceContext, GuidanceType, common
-from gen3d.guidance.sds import GuidanceConfig, SDSGuidance, cfg_eps, check_resolution
+from gen3d.guidance.sds import GuidanceConfig, SDSGuidance, cfg_eps, check_image_term, check_resolution
 
 
 @dataclass
@@ -233,6 +233,7 @@ def check_lora_model(cfg: Any) -> None:
     prior's text embeddings: same latent channels and VAE downsampling, same cross-attention width, same
     number of training timesteps."""
     check_resolution(cfg)
+    check_image_term(cfg, available=False)
     if getattr(cfg.guidance, "lora_model", None) is None:
         return
     main, second = latent_signature(cfg.model), latent_signature(cfg.guidance.lora_model)
