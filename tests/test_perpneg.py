@@ -84,3 +84,18 @@ def test_view_interpolation_and_weights():
     assert negs[0, :, 0, 0].tolist() == [front, side] and negs[3, :, 0, 0].tolist() == [side, front]
     assert w[4].tolist() == [0.0, 0.0] and (negs[4] == -1).all()
     assert cfg.f_fs == [4.0, 0.5, -2.426]
+
+
+def test_perp_neg_guidance_rescale_acts_on_the_combined_eps():
+    from gen3d.diffusion.prior import cfg_rescale
+
+    torch.manual_seed(2)
+    x, t = torch.randn(3, C, H, H), torch.tensor([1, 2, 3])
+    pos, uncond, negs = torch.randn(3, 5, 48), torch.randn(3, 5, 48), torch.randn(3, 2, 5, 48)
+    w = torch.rand(3, 2)
+    p = prior()
+    plain = perp_neg_eps(p, x, t, pos, uncond, negs, w, 7.5)
+    got = perp_neg_eps(p, x, t, pos, uncond, negs, w, 7.5, rescale=0.7)
+    e_pos = p.unet_eps(x, t, pos).float()
+    torch.testing.assert_close(got, cfg_rescale(plain, e_pos, 0.7), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(got, plain)

@@ -1,3 +1,5 @@
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -139,3 +141,39 @@ def test_image_term_pulls_a_colour_the_vae_hardly_sees_back():
     teal.requires_grad_(True)
     image_term(prior, teal, clean).backward()
     assert float(teal.grad[0, 1, 24:40, 24:40].mean()) > 0  # descending the term lowers the green
+
+
+class _GainUNet(StubUNet):
+    """eps(x, t, c) = mean(c) * x: the conditioning sets the prediction's scale."""
+
+    def forward(self, x, t, encoder_hidden_states, **kwargs):
+        return SimpleNamespace(sample=encoder_hidden_states.mean(dim=(1, 2)).view(-1, 1, 1, 1) * x)
+
+
+def test_guidance_rescale_brings_the_guided_eps_to_the_conditional_std():
+    from gen3d.diffusion.prior import cfg_rescale
+
+    prior = stub_prior()
+    prior.unet = _GainUNet()
+    torch.manual_seed(3)
+    x, t = torch.randn(2, 3, 8, 8), torch.tensor([300, 800])
+    cond, uncond = torch.full((2, 4, 5), 1.0), torch.full((2, 4, 5), 0.9)
+    plain = prior.predict_noise(x, t, cond, uncond, 20.0)  # (0.9 + 20 * 0.1) x = 2.9 x
+    eps_c = x
+    std = lambda e: e.flatten(1).std(1)  # noqa: E731
+    torch.testing.assert_close(std(plain), 2.9 * std(eps_c))
+    full = prior.predict_noise(x, t, cond, uncond, 20.0, guidance_rescale=1.0)
+    torch.testing.assert_close(full, eps_c, rtol=1e-5, atol=1e-5)
+    half = prior.predict_noise(x, t, cond, uncond, 20.0, guidance_rescale=0.5)
+    torch.testing.assert_close(half, 0.5 * full + 0.5 * plain, rtol=1e-5, atol=1e-5)
+    assert cfg_rescale(plain, eps_c, 0.0) is plain
+    # the SDS guidance reads it from its config
+    latents = torch.rand(2, 3, 8, 8, requires_grad=True)
+    g = torch.Generator()
+    norms = [
+        SDSGuidance(prior, GuidanceConfig(guidance_scale=20.0, guidance_rescale=r))(
+            latents, cond, uncond, 0, generator=g.manual_seed(0)
+        )["grad_norm"]
+        for r in (0.0, 1.0)
+    ]
+    assert norms[1] < 0.8 * norms[0]

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from gen3d.diffusion.prior import cfg_rescale
 from gen3d.diffusion.views import VIEWS, ViewConfig, view_index
 
 
@@ -104,10 +105,12 @@ def perp_neg_eps(
     weights: torch.Tensor,
     scale: float,
     unet=None,
+    rescale: float = 0.0,
 ) -> torch.Tensor:
-    """The Perp-Neg guided epsilon [B,C,h,w] (float32) from one UNet batch of (2 + K) B."""
+    """The Perp-Neg guided epsilon [B,C,h,w] (float32) from one UNet batch of (2 + K) B; rescale > 0:
+    diffusers' guidance rescale towards the positive prompt's eps (gen3d.diffusion.prior.cfg_rescale)."""
     b, k = latents_noisy.shape[0], negs.shape[1]
     emb = torch.cat([pos, uncond, negs.transpose(0, 1).reshape(k * b, *negs.shape[2:])])
     eps = prior.unet_eps(torch.cat([latents_noisy] * (2 + k)), torch.cat([t] * (2 + k)), emb, unet=unet).float()
     eps_pos, eps_u, eps_n = eps[:b], eps[b : 2 * b], eps[2 * b :].reshape(k, b, *eps.shape[1:]).transpose(0, 1)
-    return perp_neg_combine(eps_u, eps_pos, eps_n, weights, scale)
+    return cfg_rescale(perp_neg_combine(eps_u, eps_pos, eps_n, weights, scale), eps_pos, rescale)

@@ -214,15 +214,17 @@ class Prior:
         uncond: torch.Tensor,
         guidance_scale: float,
         unet: torch.nn.Module | None = None,
+        guidance_rescale: float = 0.0,
         **unet_kwargs,
     ) -> torch.Tensor:
-        """Classifier-free guided epsilon [B,C,h,w]: eps_u + s (eps_c - eps_u), one UNet batch of 2B."""
+        """Classifier-free guided epsilon [B,C,h,w]: eps_u + s (eps_c - eps_u), one UNet batch of 2B;
+        guidance_rescale > 0: brought towards eps_c's standard deviation (`cfg_rescale`)."""
         x = torch.cat([latents_noisy, latents_noisy])
         tt = torch.cat([t, t])
         emb = torch.cat([cond, uncond])
         kwargs = {k: torch.cat([v, v]) if torch.is_tensor(v) else v for k, v in unet_kwargs.items()}
         eps_c, eps_u = self.unet_eps(x, tt, emb, unet=unet, **kwargs).float().chunk(2)
-        return cfg_combine(eps_u, eps_c, guidance_scale)
+        return cfg_rescale(cfg_combine(eps_u, eps_c, guidance_scale), eps_c, guidance_rescale)
 
     def to(self, device) -> Prior:
         self.device = torch.device(device)
@@ -244,6 +246,17 @@ def encode_text(text_encoder: torch.nn.Module, tokenizer, prompts: list[str]) ->
 def cfg_combine(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, scale: float) -> torch.Tensor:
     """The project's single classifier-free guidance formula."""
     return eps_uncond + scale * (eps_cond - eps_uncond)
+
+
+def cfg_rescale(guided: torch.Tensor, eps_cond: torch.Tensor, phi: float) -> torch.Tensor:
+    """diffusers' guidance rescale (Lin et al. 2023, section 3.4; `guidance_rescale` of its pipelines): the
+    guided prediction scaled to the conditional one's per-sample standard deviation, mixed in by phi
+    (0: unchanged), against the over-saturation of a large guidance scale."""
+    if not phi:
+        return guided
+    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
+
+    return rescale_noise_cfg(guided, eps_cond, guidance_rescale=phi)
 
 
 def _freeze(module: torch.nn.Module) -> torch.nn.Module:

@@ -50,12 +50,14 @@ class PerpNegViews:
         self.view_emb, self.views = prompts.cond, prompts.cfg.views
         self.plain = cached_text_embeddings(prior, [prompts.prompt], prompts.cfg.cache_dir)
 
-    def eps(self, prior, uncond: torch.Tensor, cameras, scale: float, cfg: PerpNegConfig) -> Callable:
+    def eps(
+        self, prior, uncond: torch.Tensor, cameras, scale: float, cfg: PerpNegConfig, rescale: float = 0.0
+    ) -> Callable:
         """(x_t, t) -> Perp-Neg's guided epsilon for these cameras (elevation, azimuth [B])."""
         if cameras is None:
             raise ValueError("Perp-Neg needs the cameras of the rendered views")
         pos, negs, weights = perp_neg_inputs(self.view_emb, uncond, cameras.elevation, cameras.azimuth, self.views, cfg)
-        return lambda noisy, t: perp_neg_eps(prior, noisy, t, pos, uncond, negs, weights, scale)
+        return lambda noisy, t: perp_neg_eps(prior, noisy, t, pos, uncond, negs, weights, scale, rescale=rescale)
 
 
 class SDSPerpNegGuidance(SDSGuidance):
@@ -64,7 +66,9 @@ class SDSPerpNegGuidance(SDSGuidance):
         self.views = views
 
     def pretrained_eps(self, cond, uncond, cameras) -> Callable:
-        return self.views.eps(self.prior, uncond, cameras, self.cfg.guidance_scale, self.cfg.perp_neg)
+        return self.views.eps(
+            self.prior, uncond, cameras, self.cfg.guidance_scale, self.cfg.perp_neg, self.cfg.guidance_rescale
+        )
 
 
 class VSDPerpNegGuidance(VSDGuidance):
@@ -73,7 +77,9 @@ class VSDPerpNegGuidance(VSDGuidance):
         self.views = views
 
     def pretrained_eps(self, cond, uncond, cameras) -> Callable:
-        return self.views.eps(self.prior, uncond, cameras, self.cfg.guidance_scale, self.cfg.perp_neg)
+        return self.views.eps(
+            self.prior, uncond, cameras, self.cfg.guidance_scale, self.cfg.perp_neg, self.cfg.guidance_rescale
+        )
 
     def lora_cond(self, cond: torch.Tensor) -> torch.Tensor:
         return self.views.plain.expand(cond.shape[0], -1, -1)  # the view-independent prompt

@@ -31,6 +31,8 @@ class GuidanceConfig:
     max_step_percent: Any = ranged(0.98, ge=0, le=1)  # schedule
     weighting: str = ranged("sds", choices=common.WEIGHTINGS)  # sds | uniform | fantasia
     grad_clip: Any = ranged(None, gt=0)  # schedule; element-wise clamp of the gradient (None: off)
+    # diffusers' guidance_rescale: the guided eps brought towards the conditional eps' std (0: off)
+    guidance_rescale: float = ranged(0.0, ge=0, le=1)
     # HiFA's image-space term (SDS on RGB renders): the weight of mean |render - D(x0_hat)|^2, D the VAE decoder
     # and x0_hat the clean latents the guided prediction implies; 0: off (docs/methods.md, "Texture")
     image_weight: Any = ranged(0.0, ge=0)  # schedule
@@ -82,9 +84,13 @@ def image_term(prior: Prior, images: torch.Tensor, clean_latents: torch.Tensor) 
     return (images.float() - target).square().mean()
 
 
-def cfg_eps(prior: Prior, cond: torch.Tensor, uncond: torch.Tensor, guidance_scale: float) -> Callable:
+def cfg_eps(
+    prior: Prior, cond: torch.Tensor, uncond: torch.Tensor, guidance_scale: float, guidance_rescale: float = 0.0
+) -> Callable:
     """(x_t, t) -> the classifier-free guided epsilon of the frozen prior (the default pretrained score)."""
-    return lambda noisy, t: prior.predict_noise(noisy, t, cond, uncond, guidance_scale)
+    return lambda noisy, t: prior.predict_noise(
+        noisy, t, cond, uncond, guidance_scale, guidance_rescale=guidance_rescale
+    )
 
 
 class SDSGuidance:
@@ -117,7 +123,7 @@ class SDSGuidance:
     def pretrained_eps(self, cond: torch.Tensor, uncond: torch.Tensor, cameras) -> Callable:
         """(x_t, t) -> the pretrained branch's guided epsilon: CFG here; Perp-Neg types override it
         (gen3d.guidance.perpneg)."""
-        return cfg_eps(self.prior, cond, uncond, self.cfg.guidance_scale)
+        return cfg_eps(self.prior, cond, uncond, self.cfg.guidance_scale, self.cfg.guidance_rescale)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """images [B,3,H,W] -> latents, at `resolution` when set (else the prior's native size)."""
