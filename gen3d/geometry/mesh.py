@@ -63,7 +63,69 @@ class MeshGeometryConfig:
     albedo_smooth_jitter: float = ranged(0.02, gt=0, le=1)
 
 
-class MeshGeometry(nn.Module):
+class TexturedSurface(nn.Module):
+    """What the mesh renderer and the mesh stages' terms read of a surface geometry: `surface()` ->
+    (vertices [V,3], faces [F,3]) differentiable w.r.t. its parameters, and an albedo field `texture` (an
+    ImplicitVolume). MeshGeometry (a fixed topology) and DMTetGeometry (gen3d.geometry.dmtet: the level set
+    of a tetrahedral SDF grid) are the two."""
+
+    cfg: MeshGeometryConfig
+    texture: ImplicitVolume
+
+    def surface(self) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def topology_of(self, faces: torch.Tensor) -> MeshTopology:
+        """Edges and adjacent face pairs of these faces (the terms below)."""
+        return mesh_topology(faces)
+
+    def vertex_normals(self) -> torch.Tensor:
+        """Area-weighted unit vertex normals [V,3] of the current surface (differentiable)."""
+        return vertex_normals(*self.surface())
+
+    def albedo(self, points: torch.Tensor) -> torch.Tensor:
+        """Albedo [N,3] in [0,1] at world points [N,3]."""
+        return self.texture.albedo(points)
+
+    def albedo_smoothness(self, n_points: int, jitter: float) -> torch.Tensor:
+        """Mean L1 difference of the albedo at n_points area-uniform surface points and at the points
+        moved `jitter` along a random tangent (the texture's speckle; 0 on a constant texture)."""
+        points, normals = self.surface_points(n_points)
+        tangent = torch.randn_like(points)
+        tangent = F.normalize(tangent - (tangent * normals).sum(-1, keepdim=True) * normals, dim=-1, eps=1e-12)
+        albedo = self.albedo(torch.cat([points, points + jitter * tangent]))
+        return (albedo[:n_points] - albedo[n_points:]).abs().sum(-1).mean()
+
+    @torch.no_grad()
+    def surface_points(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """n area-uniform points on the current surface [n,3] and their unit face normals [n,3] (no grad)."""
+        verts, faces = self.surface()
+        normals = face_normals(verts, faces, normalize=False)
+        face = torch.multinomial(normals.norm(dim=-1) + 1e-12, n, replacement=True)
+        u, v = torch.rand(2, n, 1, device=verts.device)
+        flip = (u + v) > 1
+        u, v = torch.where(flip, 1 - u, u), torch.where(flip, 1 - v, v)
+        a, b, c = verts[faces[face]].unbind(1)
+        return a + u * (b - a) + v * (c - a), F.normalize(normals[face], dim=-1, eps=1e-12)
+
+    def normal_consistency(self) -> torch.Tensor:
+        verts, faces = self.surface()
+        return normal_consistency(verts, faces, self.topology_of(faces))
+
+    def laplacian_smoothing(self) -> torch.Tensor:
+        verts, faces = self.surface()
+        return laplacian_smoothing(verts, self.topology_of(faces))
+
+    @torch.no_grad()
+    def to_trimesh(self) -> trimesh.Trimesh:
+        """The current mesh (CPU, float64) for export_trimesh."""
+        import trimesh
+
+        verts, faces = self.surface()
+        return trimesh.Trimesh(verts.detach().double().cpu().numpy(), faces.cpu().numpy(), process=False)
+
+
+class MeshGeometry(TexturedSurface):
     """Mesh with learnable vertex offsets and an albedo field.
 
     vertices() [V,3], faces [F,3] long, vertex_normals() [V,3], albedo(points [N,3]) -> [N,3].
@@ -163,47 +225,11 @@ class MeshGeometry(nn.Module):
             return self.base_vertices + self.offsets * self.base_normals()
         return self.base_vertices
 
-    def vertex_normals(self) -> torch.Tensor:
-        """Area-weighted unit vertex normals [V,3] of the current vertices (differentiable)."""
-        return vertex_normals(self.vertices(), self.faces)
+    def surface(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.vertices(), self.faces
 
-    def albedo(self, points: torch.Tensor) -> torch.Tensor:
-        """Albedo [N,3] in [0,1] at world points [N,3]."""
-        return self.texture.albedo(points)
-
-    def albedo_smoothness(self, n_points: int, jitter: float) -> torch.Tensor:
-        """Mean L1 difference of the albedo at n_points area-uniform surface points and at the points
-        moved `jitter` along a random tangent (the texture's speckle; 0 on a constant texture)."""
-        points, normals = self.surface_points(n_points)
-        tangent = torch.randn_like(points)
-        tangent = F.normalize(tangent - (tangent * normals).sum(-1, keepdim=True) * normals, dim=-1, eps=1e-12)
-        albedo = self.albedo(torch.cat([points, points + jitter * tangent]))
-        return (albedo[:n_points] - albedo[n_points:]).abs().sum(-1).mean()
-
-    @torch.no_grad()
-    def surface_points(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """n area-uniform points on the current mesh [n,3] and their unit face normals [n,3] (no grad)."""
-        verts = self.vertices()
-        normals = face_normals(verts, self.faces, normalize=False)
-        face = torch.multinomial(normals.norm(dim=-1) + 1e-12, n, replacement=True)
-        u, v = torch.rand(2, n, 1, device=verts.device)
-        flip = (u + v) > 1
-        u, v = torch.where(flip, 1 - u, u), torch.where(flip, 1 - v, v)
-        a, b, c = verts[self.faces[face]].unbind(1)
-        return a + u * (b - a) + v * (c - a), F.normalize(normals[face], dim=-1, eps=1e-12)
-
-    def normal_consistency(self) -> torch.Tensor:
-        return normal_consistency(self.vertices(), self.faces, self.topology)
-
-    def laplacian_smoothing(self) -> torch.Tensor:
-        return laplacian_smoothing(self.vertices(), self.topology)
-
-    @torch.no_grad()
-    def to_trimesh(self) -> trimesh.Trimesh:
-        """The current mesh (CPU, float64) for export_trimesh."""
-        import trimesh
-
-        return trimesh.Trimesh(self.vertices().detach().double().cpu().numpy(), self.faces.cpu().numpy(), process=False)
+    def topology_of(self, faces: torch.Tensor) -> MeshTopology:
+        return self.topology  # fixed faces: computed once
 
     # -- checkpoints: shapes come from the checkpoint -------------------------------------------
     def _load_from_state_dict(

@@ -26,7 +26,9 @@ def mesh_topology(faces: torch.Tensor) -> MeshTopology:
     Fn = faces.shape[0]
     e = torch.stack([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]], 1).reshape(-1, 2)  # [3F,2]
     e = e.sort(-1).values
-    edges, inverse = torch.unique(e, dim=0, return_inverse=True)
+    n = int(faces.max()) + 1 if Fn else 1
+    keys, inverse = torch.unique(e[:, 0] * n + e[:, 1], return_inverse=True)  # 1-D: much faster than dim=0
+    edges = torch.stack([keys // n, keys % n], -1)
     face_of = torch.arange(Fn, device=faces.device).repeat_interleave(3)
     order = torch.argsort(inverse, stable=True)
     inv_sorted, face_sorted = inverse[order], face_of[order]

@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gen3d.config import ranged
+from gen3d.geometry.mesh import vertex_normals
 from gen3d.render.cameras import Cameras, get_rays, projection_matrix
 from gen3d.render.rasterize import antialias, interpolate, rasterize
 from gen3d.render.shading import SHADING_MODES, ShadingConfig, ambient_level, shade
@@ -52,7 +53,10 @@ class MeshRenderer(nn.Module):
         self.background = background
 
     def update_step(self, step: int) -> None:
-        """Nothing to refresh (kept for the renderer interface)."""
+        """A new training step: the geometry drops what it cached for the last one (if it caches)."""
+        update = getattr(self.geometry, "update_step", None)
+        if update is not None:
+            update(step)
 
     def forward(
         self, cameras: Cameras, shading: str = "albedo", with_normal: bool | None = None
@@ -63,10 +67,12 @@ class MeshRenderer(nn.Module):
             raise ValueError(f"unknown shading mode {shading!r} (use one of {MESH_SHADING_MODES})")
         c, geo = self.cfg, self.geometry
         B, H, W = len(cameras), cameras.height, cameras.width
-        verts, faces = geo.vertices(), geo.faces
+        verts, faces = geo.surface()  # a TexturedSurface (gen3d.geometry.mesh)
         clip = world_to_clip(verts, cameras, c.near, c.far)
         rast = rasterize(clip, faces, H, W, c.backend)
-        normal = F.normalize(interpolate(geo.vertex_normals(), rast.face_id, rast.bary, faces), dim=-1, eps=1e-12)
+        normal = F.normalize(
+            interpolate(vertex_normals(verts, faces), rast.face_id, rast.bary, faces), dim=-1, eps=1e-12
+        )
         points = interpolate(verts, rast.face_id, rast.bary, faces)  # [B,H,W,3] world
         mask = (rast.face_id >= 0)[..., None]
 

@@ -1,7 +1,8 @@
 """`mesh`: a triangle mesh with vertex offsets and a texture field (gen3d.geometry.mesh), rasterised.
 
 It cannot start a method: it starts from the previous stage's particle, the isosurface of any
-geometry with a `density` field (a NeRF volume; an SDF's zero level set, at its `surface_density()`) or a copy of a previous mesh stage's mesh."""
+geometry with a `density` field (a NeRF volume; an SDF's zero level set, at its `surface_density()`), the
+current surface of a `dmtet` stage, or a copy of a previous mesh stage's mesh."""
 
 from __future__ import annotations
 
@@ -25,6 +26,11 @@ class MeshRepresentation(Representation):
             level = getattr(previous.geometry, "surface_density", None)  # a surface field's (an SDF's) level
             kwargs = {} if level is None else {"threshold": level()}
             scene.geometry = MeshGeometry.from_implicit(previous.geometry, cfg.mesh, **kwargs)
+        elif not isinstance(previous.geometry, MeshGeometry):  # another surface (dmtet): its current mesh
+            mesh, texture = previous.geometry.to_trimesh(), previous.geometry.texture
+            device = next(texture.parameters()).device
+            scene.geometry = MeshGeometry(cfg.mesh, mesh.vertices, mesh.faces, texture.cfg).to(device)
+            scene.geometry.texture.load_state_dict(texture.state_dict())
         else:
             super().from_previous(scene, previous, cfg)
 
