@@ -21,6 +21,9 @@ ranged("32-true", choices=PRECISIONS)`, `name: str = ranged("x", pattern=NAME, d
 built config is checked against them (the values inside a schedule too), and no float anywhere may be
 NaN or infinite; the error names the key, the valid range and the value. User strings (--prompt, a
 saved config) are data: `literal()` escapes them so that OmegaConf never interpolates `${...}` in them.
+
+A list is replaced whole by a later layer. In a `key=value` layer of a schema with `stages`,
+`stages.NAME.key=value` instead sets one key in the overrides of the stage named NAME.
 """
 
 from __future__ import annotations
@@ -368,17 +371,39 @@ def plain_config(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
+STAGE_ITEM = re.compile(r"stages\.([^.=\[\]]+)\.([^=]+)=(.*)", re.S)
+
+
+def _override_stage(merged: DictConfig, item: str) -> None:
+    """`stages.NAME.key=value`: set one key in the overrides of the stage named NAME (the rest of the list
+    stays as the earlier layers made it). The stage's config is type-checked when the stages are built."""
+    name, key, value = STAGE_ITEM.match(item).groups()
+    names = [stage.name for stage in merged.stages]
+    if name not in names:
+        known = ", ".join(names) if names else "none: this config has one stage"
+        raise UserError(f"{item}: unknown stage '{name}' (this config's stages: {known})")
+    try:
+        change = OmegaConf.from_dotlist([f"{key}={value}"])
+    except OmegaConfBaseException as err:
+        raise UserError(f"cannot parse overrides: {str(err).splitlines()[0]}") from None
+    stage = merged.stages[names.index(name)]
+    stage.overrides = OmegaConf.merge(stage.overrides, change)
+
+
 def build_config(schema_cls: type, *layers: dict | list[str], prefix: str = "") -> Any:
     """Merge layers (dicts, or lists of 'a.b=value' strings) onto the schema; return a dataclass.
     prefix: where this schema sits in a bigger config, for messages ("guidance.")."""
     schema = OmegaConf.structured(schema_cls)
     merged, lifted = schema, {}
     for layer in layers:
-        raw = layer
+        raw, by_stage = layer, []
         if isinstance(layer, list):
             for item in layer:
                 if "=" not in item:
                     raise UserError(f"override '{item}' must look like key=value")
+            if "stages" in schema:
+                by_stage = [item for item in layer if STAGE_ITEM.match(item)]
+                layer = [item for item in layer if not STAGE_ITEM.match(item)]
             try:
                 layer = OmegaConf.from_dotlist(layer)
             except OmegaConfBaseException as err:
@@ -396,8 +421,10 @@ def build_config(schema_cls: type, *layers: dict | list[str], prefix: str = "") 
             keys = " ".join(raw) if isinstance(raw, list) else "the config"
             raise UserError(
                 f"cannot apply {keys}: {err} (a list such as 'stages' is replaced whole: "
-                "stages=[{name: ..., overrides: {...}}, ...])"
+                "stages=[{name: ..., overrides: {...}}, ...]; one stage's key: stages.NAME.key=value)"
             ) from None
+        for item in by_stage:
+            _override_stage(merged, item)
     try:
         cfg = to_dataclass(merged, prefix)
     except OmegaConfBaseException as err:  # e.g. ${nosuch} in a YAML value or an override

@@ -98,6 +98,8 @@ CASES = [
         [*PD, "stages=[{name: a, overrides: {camera: {height: 0}}}]"],
         "stages[0] ('a') overrides",
     ),
+    _c("stages.NAME.key of no such stage", [*PD, "stages.fine.camera.height=64"], "unknown stage 'fine'"),
+    _c("stages.NAME.key out of range", [*PD, "stages.texture.camera.height=0"], "('texture') overrides"),
     # S4: the config's name is one folder under --output
     _c(
         "name: ../escaped (S4)",

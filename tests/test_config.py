@@ -90,6 +90,31 @@ def test_override_into_a_list_field_is_a_one_line_error(capsys, tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+def test_one_key_of_a_named_stage_keeps_the_rest_of_the_list():
+    """`stages.refine.representation=dmtet` changes that key of the builtin profile's refine stage; its other
+    overrides, and the coarse stage, stay as the method and profile made them."""
+    from gen3d.config import read_yaml
+    from gen3d.profiles import build_with_profile
+    from gen3d.systems.config import Text3DConfig
+    from gen3d.systems.stages import stage_configs
+
+    method = read_yaml(resolve_config_path("magic3d.yaml"))
+    plain = build_with_profile(Text3DConfig, method, {"model": "builtin"})
+    cfg = build_with_profile(
+        Text3DConfig,
+        method,
+        {"model": "builtin"},
+        ["stages.refine.representation=dmtet", "stages.refine.camera.width=96"],
+    )
+    before, after = dict(stage_configs(plain)), dict(stage_configs(cfg))
+    assert after["refine"].representation == "dmtet" and before["refine"].representation == "mesh"
+    assert (after["refine"].camera.height, after["refine"].camera.width) == (128, 96)
+    assert after["refine"].trainer.max_steps == before["refine"].trainer.max_steps == 300
+    assert after["coarse"] == before["coarse"]
+    with pytest.raises(UserError, match="unknown stage 'fine' .*coarse, refine"):
+        build_with_profile(Text3DConfig, method, {"model": "builtin"}, ["stages.fine.seed=1"])
+
+
 def test_an_int_for_a_float_or_text_field_is_a_float():
     """`export.threshold=10` (a Union[float, str] field) is 10.0, not a type error; "auto" stays text."""
     from gen3d.export.config import ExportConfig

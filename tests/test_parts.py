@@ -154,7 +154,7 @@ def test_toy_parts_config_is_checked_before_anything_is_written(toy_parts, tiny_
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("representation=voxels", "representation: unknown representation 'voxels' (known: mesh, sdf, volume"),
+        ("representation=voxels", "representation: unknown representation 'voxels' (known: dmtet, mesh, sdf, volume"),
         ("representation=mseh", "did you mean 'mesh'?"),
         ("representation=mesh", "cannot use representation 'mesh': it starts from a previous stage's particles"),
         (
