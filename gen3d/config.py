@@ -374,20 +374,30 @@ def plain_config(cfg: Any) -> dict:
 STAGE_ITEM = re.compile(r"stages\.([^.=\[\]]+)\.([^=]+)=(.*)", re.S)
 
 
+def stage_position(names: list[str], name: str) -> int:
+    """The index of the stage called `name` among `names`; a UserError naming the known ones otherwise."""
+    if name not in names:
+        known = ", ".join(names) if names else "none: this config has one stage"
+        raise UserError(f"unknown stage '{name}' (this config's stages: {known})")
+    return names.index(name)
+
+
+def _parse_dotlist(items: list[str]) -> DictConfig:
+    try:
+        return OmegaConf.from_dotlist(items)
+    except OmegaConfBaseException as err:
+        raise UserError(f"cannot parse overrides: {str(err).splitlines()[0]}") from None
+
+
 def _override_stage(merged: DictConfig, item: str) -> None:
     """`stages.NAME.key=value`: set one key in the overrides of the stage named NAME (the rest of the list
     stays as the earlier layers made it). The stage's config is type-checked when the stages are built."""
     name, key, value = STAGE_ITEM.match(item).groups()
-    names = [stage.name for stage in merged.stages]
-    if name not in names:
-        known = ", ".join(names) if names else "none: this config has one stage"
-        raise UserError(f"{item}: unknown stage '{name}' (this config's stages: {known})")
     try:
-        change = OmegaConf.from_dotlist([f"{key}={value}"])
-    except OmegaConfBaseException as err:
-        raise UserError(f"cannot parse overrides: {str(err).splitlines()[0]}") from None
-    stage = merged.stages[names.index(name)]
-    stage.overrides = OmegaConf.merge(stage.overrides, change)
+        stage = merged.stages[stage_position([stage.name for stage in merged.stages], name)]
+    except UserError as err:
+        raise UserError(f"{item}: {err}") from None
+    stage.overrides = OmegaConf.merge(stage.overrides, _parse_dotlist([f"{key}={value}"]))
 
 
 def build_config(schema_cls: type, *layers: dict | list[str], prefix: str = "") -> Any:
@@ -403,11 +413,8 @@ def build_config(schema_cls: type, *layers: dict | list[str], prefix: str = "") 
                     raise UserError(f"override '{item}' must look like key=value")
             if "stages" in schema:
                 by_stage = [item for item in layer if STAGE_ITEM.match(item)]
-                layer = [item for item in layer if not STAGE_ITEM.match(item)]
-            try:
-                layer = OmegaConf.from_dotlist(layer)
-            except OmegaConfBaseException as err:
-                raise UserError(f"cannot parse overrides: {str(err).splitlines()[0]}") from None
+                layer = [item for item in layer if item not in by_stage]
+            layer = _parse_dotlist(layer)
         whole: list[str] = []
         layer = _lift_step_schedules(_as_mapping(layer), schema_cls, prefix, "", lifted, whole)
         try:

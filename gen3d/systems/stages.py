@@ -11,7 +11,7 @@ import dataclasses
 import math
 from pathlib import Path
 
-from gen3d.config import build_config, literal, plain_config
+from gen3d.config import build_config, literal, plain_config, stage_position
 from gen3d.errors import UserError
 
 
@@ -34,10 +34,7 @@ def stage_configs(cfg) -> list[tuple[str, object]]:
 
 
 def stage_index(stages: list[tuple[str, object]], name: str) -> int:
-    names = [n for n, _ in stages]
-    if name not in names:
-        raise UserError(f"unknown stage '{name}' (this config's stages: {', '.join(names)})")
-    return names.index(name)
+    return stage_position([n for n, _ in stages], name)
 
 
 def split_steps(total: int, configured: list[int]) -> list[int]:
